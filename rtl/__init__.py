@@ -1,0 +1,1 @@
+"""Amaranth RTL of the Trio-ViT accelerator. Importing this package does not import Amaranth."""
