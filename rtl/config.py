@@ -36,6 +36,10 @@ class AccelConfig:
     mult_bits: int = 31         # requantization multiplier magnitude bits
     shift_bits: int = 6         # requantization right shift (0..63)
     log2_code_bits: int = 4     # attention divisor exponent code
+    # --- normalization units (rtl/requant.py and friends) ----------------------
+    # Depth of the per-channel parameter tables (M, n per channel): the widest
+    # tensor a requantizer serves (B3's head conv has 2560 output channels).
+    norm_max_channels: int = 2560
     # --- memory --------------------------------------------------------------
     act_buffer_kib: int = 512   # on-chip activation buffer (ping-pong total)
     weight_buffer_kib: int = 256

@@ -1,0 +1,56 @@
+"""Registry of the RTL units: name -> factory(config) returning an Amaranth component.
+
+``make rtl`` (``python -m rtl.build``) and ``make synth`` (``python -m rtl.synth``)
+generate / synthesise every entry for every preset; testbenches may use the
+same factories. Factories import their module lazily so that importing the
+registry stays cheap. To add a unit, define a small factory and add it to
+``UNITS`` (keep names short, lowercase, stable: they name build folders).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from rtl.config import AccelConfig
+
+
+def _requant(cfg: AccelConfig):
+    from rtl.requant import Requant
+    return Requant(cfg)
+
+
+def _hswish(cfg: AccelConfig):
+    from rtl.hswish import Hardswish
+    return Hardswish(cfg)
+
+
+def _residual(cfg: AccelConfig):
+    from rtl.residual import ResidualAdd
+    return ResidualAdd(cfg)
+
+
+def _divider(cfg: AccelConfig):
+    from rtl.divider import Log2Divider
+    return Log2Divider(cfg)
+
+
+def _avgpool(cfg: AccelConfig):
+    from rtl.avgpool import GlobalAvgPool
+    return GlobalAvgPool(cfg)
+
+
+UNITS: dict[str, Callable[[AccelConfig], object]] = {
+    # integer normalization units (engineer #2)
+    "requant": _requant,
+    "hswish": _hswish,
+    "residual": _residual,
+    "divider": _divider,
+    "avgpool": _avgpool,
+}
+
+
+def make_unit(name: str, cfg: AccelConfig):
+    try:
+        factory = UNITS[name]
+    except KeyError:
+        raise KeyError(f"unknown RTL unit {name!r}; registered units: {', '.join(sorted(UNITS))}") from None
+    return factory(cfg)
