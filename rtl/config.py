@@ -40,6 +40,12 @@ class AccelConfig:
     # Depth of the per-channel parameter tables (M, n per channel): the widest
     # tensor a requantizer serves (B3's head conv has 2560 output channels).
     norm_max_channels: int = 2560
+    # --- compute engines' local buffers (rtl/mat_engine.py, rtl/rmac_engine.py) --
+    # Weight buffer depth in words: the MAT engine holds a tile of mat_lanes
+    # output channels x (mat_mults * mat_wbuf_words) reduction taps; the R-MAC
+    # engine holds rmac_wbuf_words taps of rmac_cols channels.
+    mat_wbuf_words: int = 256
+    rmac_wbuf_words: int = 256
     # --- memory --------------------------------------------------------------
     act_buffer_kib: int = 512   # on-chip activation buffer (ping-pong total)
     weight_buffer_kib: int = 256
