@@ -422,12 +422,12 @@ def global_avgpool(x, z_x, M, n, z_out, lo: int = 0, hi: int = 255) -> np.ndarra
 
 
 def isqrt(x) -> np.ndarray:
-    """Integer square root ``floor(sqrt(x))`` for ``0 <= x < 2^62``, digit by digit (exact)."""
+    """Integer square root ``floor(sqrt(x))`` for ``0 <= x < 2^63``, digit by digit (exact)."""
     x = _int(x, "isqrt: x")
-    _check_range(x, 0, (1 << 62) - 1, "isqrt: x")
+    _check_range(x, 0, (1 << 63) - 1, "isqrt: x")
     rem = x.copy()
     root = np.zeros_like(x)
-    bit = np.int64(1) << np.int64(60)
+    bit = np.int64(1) << np.int64(62)
     while bit:
         trial = root + bit
         ok = rem >= trial
