@@ -174,7 +174,8 @@ def conv2d(x, z_x, w, bias, stride: int = 1, padding: int = 0, groups: int = 1,
 
     ``x``: activation codes ``(N, Cin, H, W)`` or ``(Cin, H, W)`` in
     [0, 2^x_bits - 1]; ``z_x``: scalar or per-input-channel zero point, used
-    only as the padding value; ``w``: ``(Cout, Cin/groups, kh, kw)`` signed
+    only as the padding value (a code when ``padding > 0``; any 16-bit signed
+    value otherwise, as filter-wise shifting produces); ``w``: ``(Cout, Cin/groups, kh, kw)`` signed
     narrow-range codes; ``bias``: the *folded* int32 bias (``fold_bias``).
     Returns the int32 accumulators ``bias'[c] + sum w * x`` as int64.
     """
@@ -190,7 +191,10 @@ def conv2d(x, z_x, w, bias, stride: int = 1, padding: int = 0, groups: int = 1,
     _check_range(x, 0, (1 << x_bits) - 1, "conv2d: x codes")
     wmax = (1 << (w_bits - 1)) - 1
     _check_range(w, -wmax, wmax, "conv2d: weights")
-    _check_range(z, 0, (1 << x_bits) - 1, "conv2d: z_x")
+    if padding:   # the padding value is stored like any code
+        _check_range(z, 0, (1 << x_bits) - 1, "conv2d: z_x (padding value)")
+    else:         # only folded into the bias: filter-wise shifting may move it off the code range
+        _check_range(z, -(1 << 15), (1 << 15) - 1, "conv2d: z_x")
     N, cin, H, W = x.shape
     cout, cin_g, kh, kw = w.shape
     if cin != cin_g * groups or cout % groups:
