@@ -31,6 +31,7 @@ from rtl.requant import Requant, table_depth
 
 class GlobalAvgPool(wiring.Component):
     FRONT = 2
+    LATENCY = FRONT + Requant.LATENCY
 
     def __init__(self, config: AccelConfig, *, lanes: int | None = None):
         self.config = config
@@ -38,7 +39,6 @@ class GlobalAvgPool(wiring.Component):
         self.depth = table_depth(config, self.lanes)
         gb = max(1, (self.depth - 1).bit_length())
         self.rq = Requant(config, lanes=self.lanes, per_channel=False, tag_shape=unsigned(gb))
-        self.LATENCY = self.FRONT + Requant.LATENCY
         a = unsigned(config.act_bits)
         self.in_layout = data.StructLayout({
             "x": data.ArrayLayout(a, self.lanes), "group": unsigned(gb), "first": 1, "last": 1})

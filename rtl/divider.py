@@ -40,6 +40,7 @@ def sqrt2_thresholds(bits: int) -> list[int]:
 
 class Log2Divider(wiring.Component):
     FRONT = 2
+    LATENCY = FRONT + Requant.LATENCY
 
     def __init__(self, config: AccelConfig, *, lanes: int | None = None):
         self.config = config
@@ -47,7 +48,6 @@ class Log2Divider(wiring.Component):
         self.code_bits = config.log2_code_bits
         self.rq = Requant(config, lanes=self.lanes, out_shape=unsigned(config.act_bits), extra_shift=True,
                           tag_shape=unsigned(self.code_bits))
-        self.LATENCY = self.FRONT + Requant.LATENCY
         self.in_layout = data.StructLayout({
             "num": data.ArrayLayout(signed(config.acc_bits), self.lanes),
             "den": signed(config.acc_bits),

@@ -28,6 +28,7 @@ from rtl.requant import Requant, clamp
 
 class Hardswish(wiring.Component):
     FRONT = 2
+    LATENCY = FRONT + Requant.LATENCY
 
     def __init__(self, config: AccelConfig, *, lanes: int | None = None, tag_shape=None):
         self.config = config
@@ -37,7 +38,6 @@ class Hardswish(wiring.Component):
             raise ValueError(f"Hardswish: acc_bits={config.acc_bits} leaves no room for t3 with act_bits={config.act_bits}")
         self.tag_shape = tag_shape
         self.rq = Requant(config, lanes=self.lanes, tag_shape=tag_shape)
-        self.LATENCY = self.FRONT + Requant.LATENCY
         fields = {"p": data.ArrayLayout(unsigned(config.act_bits), self.lanes),
                   "group": unsigned(self.rq.group_bits)}
         if tag_shape is not None:
