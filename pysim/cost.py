@@ -1,0 +1,192 @@
+"""Cycle costs of one operation on one engine, as rtl/ builds the engines.
+
+Every function here takes the shared :class:`rtl.config.AccelConfig` and the
+shape of one operation and returns the cycles one engine instance (one of the
+``replicas``) needs when its input stream never stalls and its output is never
+back-pressured: the quantity the rtl/tb testbenches measure and record in
+``tb/cycles/<unit>/<case>.json``.  ``tests/test_pysim_vs_rtl.py`` holds these
+functions to those records (:func:`unit_cycles` is the dispatcher it calls).
+
+Streaming units (requant, hswish, residual, ...) take one beat of ``lanes``
+elements per cycle behind a fixed pipeline: ``beats + LATENCY``.  The
+latencies are the ``LATENCY`` constants of the rtl/ components, restated
+here so that pysim imports without amaranth; the agreement test catches any
+drift between the two.
+"""
+from __future__ import annotations
+
+import math
+
+from rtl.config import AccelConfig
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+# Pipeline latencies (cycles from a beat's acceptance to its result), from rtl/.
+REQUANT_LATENCY = 4        # rtl/requant.py Requant.LATENCY
+HSWISH_LATENCY = 6         # rtl/hswish.py: 2 front stages + Requant.LATENCY
+RESIDUAL_LATENCY = 5       # rtl/residual.py ResidualAdd.LATENCY
+DIVIDER_LATENCY = 6        # rtl/divider.py: 2 front stages + Requant.LATENCY
+AVGPOOL_LATENCY = 6        # rtl/avgpool.py: 2 accumulation stages + Requant.LATENCY
+
+
+def tree_depth(cfg: AccelConfig) -> int:
+    """Registered adder-tree levels of a MAT lane: log2(mat_mults) when cfg.tree_pipeline."""
+    return int(math.log2(cfg.mat_mults)) if cfg.tree_pipeline else 0
+
+
+# ---------------------------------------------------------------- MAT engine --
+# rtl/mat_engine.py: one command computes a *tile*: M output channels (lanes) for
+# ``groups`` pixel groups of L pixels (the replicas share the weights), reducing over
+# ``chunks`` words of N taps.  With ``load`` it first takes ``chunks`` weight words
+# (one per cycle); then one input beat per cycle; the result leaves after the
+# multiply stage, T tree levels and the accumulator.  The next command is accepted
+# only when the tile has drained, so tiles add up with no overlap.
+def mat_tile_cycles(cfg: AccelConfig, chunks: int, groups: int, load: bool = True) -> int:
+    """cycles(tile) = 1 + load * chunks + groups * chunks + T + 3 (cmd accepted .. last output)."""
+    if chunks < 1 or groups < 1:
+        raise ValueError(f"MAT tile needs chunks >= 1 and groups >= 1, got chunks={chunks} groups={groups}")
+    if chunks > cfg.mat_wbuf_words:
+        raise ValueError(f"MAT tile of {chunks} weight words exceeds mat_wbuf_words={cfg.mat_wbuf_words}")
+    return 1 + int(load) * chunks + groups * chunks + tree_depth(cfg) + 3
+
+
+def mat_matmul_cycles(cfg: AccelConfig, rows: int, red: int, cols: int, load: bool = True) -> int:
+    """``rows`` x ``cols`` outputs, each a dot product of length ``red``, as back-to-back tiles.
+
+    Rows go to the L replicas (``ceil(rows / L)`` pixel groups), columns to the
+    M lanes (``ceil(cols / M)`` tiles, each loading its own weights), the
+    reduction to ``ceil(red / N)`` words.  A reduction longer than the weight
+    buffer is cut into passes; pass p > 0 takes the previous partial sum as its
+    bias (one more tile per pass, no extra cycles inside a tile).
+    """
+    if min(rows, red, cols) < 1:
+        raise ValueError(f"MAT op needs positive rows/red/cols, got {rows}/{red}/{cols}")
+    chunks = cdiv(red, cfg.mat_mults)
+    groups = cdiv(rows, cfg.replicas)
+    full, rest = divmod(chunks, cfg.mat_wbuf_words)
+    per_col_tile = full * mat_tile_cycles(cfg, cfg.mat_wbuf_words, groups, load) + \
+        (mat_tile_cycles(cfg, rest, groups, load) if rest else 0)
+    return cdiv(cols, cfg.mat_lanes) * per_col_tile
+
+
+def mat_ideal_cycles(cfg: AccelConfig, macs: int) -> int:
+    return cdiv(macs, cfg.mat_multipliers)
+
+
+def mat_conv_cycles(cfg: AccelConfig, cin: int, cout: int, oh: int, ow: int, k: int = 1,
+                    groups: int = 1) -> int:
+    """Generic / pointwise / grouped convolution: one tile per (conv group, M output channels).
+
+    The reduction of a generic conv is the im2col'd (cin/groups) x k x k window;
+    the lanes of a tile share one broadcast input, so they take output channels
+    of the same conv group.
+    """
+    if cin % groups or cout % groups:
+        raise ValueError(f"channels {cin}->{cout} not divisible by groups={groups}")
+    return groups * mat_matmul_cycles(cfg, oh * ow, cin // groups * k * k, cout // groups)
+
+
+def mat_attn_kv_cycles(cfg: AccelConfig, tokens: int, dim: int) -> int:
+    """One head's ``k^T [v | 1]``: rows are the ``dim`` rows of kv, the reduction runs
+    over ``tokens``, lanes are the ``dim`` columns of v plus the ones lane (the k-sum)."""
+    return mat_matmul_cycles(cfg, rows=dim, red=tokens, cols=dim + 1)
+
+
+def mat_attn_qkv_cycles(cfg: AccelConfig, tokens: int, dim: int) -> int:
+    """One head's ``q [kv | ks]``: rows are tokens, lanes the ``dim`` kv columns and ks."""
+    return mat_matmul_cycles(cfg, rows=tokens, red=dim, cols=dim + 1)
+
+
+# -------------------------------------------------------------- R-MAC engine --
+def rmac_latency(cfg: AccelConfig) -> int:
+    """Fill + drain of the R-MAC array: operand registers, multiplier, accumulator, output."""
+    return 3
+
+
+def rmac_dw_cycles(cfg: AccelConfig, c: int, oh: int, ow: int, k: int, stride: int = 1) -> int:
+    """Depthwise k x k conv: T channels x S output pixels per pass per replica, k*k taps a pass.
+
+    Each PE keeps one (channel, output pixel) accumulator and takes one tap per
+    cycle; the replicas take different output pixels; stride only changes which
+    input pixels are read.
+    """
+    if k < 1 or stride not in (1, 2):
+        raise ValueError(f"depthwise conv k={k} stride={stride} not supported (k>=1, stride 1/2)")
+    return cdiv(c, cfg.rmac_cols) * cdiv(oh * ow, cfg.rmac_rows * cfg.replicas) * k * k + rmac_latency(cfg)
+
+
+def rmac_pw_cycles(cfg: AccelConfig, cin: int, cout: int, oh: int, ow: int) -> int:
+    """Pointwise work on the R-MAC array: S pixels x T output channels per pass, cin cycles each."""
+    return cdiv(cout, cfg.rmac_cols) * cdiv(oh * ow, cfg.rmac_rows * cfg.replicas) * cin + rmac_latency(cfg)
+
+
+# --------------------------------------------------------- integer units --
+# Every unit takes one beat of ``lanes`` values per cycle (one (row, channel group)
+# of a tensor laid out as the MAT engine hands it over) and emits each result a fixed
+# LATENCY later: from the first beat accepted to the last result, beats + LATENCY.
+def unit_lanes(cfg: AccelConfig) -> int:
+    """Values per beat of the streaming integer units (rtl/ default: mat_lanes)."""
+    return cfg.mat_lanes
+
+
+def stream_beats(rows: int, channels: int, lanes: int) -> int:
+    return rows * cdiv(channels, lanes)
+
+
+UNIT_LATENCY = {
+    "requant": REQUANT_LATENCY,
+    "hswish": HSWISH_LATENCY,
+    "residual": RESIDUAL_LATENCY,
+    "divider": DIVIDER_LATENCY,
+    "avgpool": AVGPOOL_LATENCY,
+}
+
+
+def stream_unit_cycles(unit: str, cfg: AccelConfig, rows: int, channels: int, lanes: int | None = None) -> int:
+    """``rows`` x ``channels`` values through ``unit`` (see UNIT_LATENCY)."""
+    return stream_beats(rows, channels, lanes or unit_lanes(cfg)) + UNIT_LATENCY[unit]
+
+
+def layernorm_cycles(cfg: AccelConfig, features: int, lanes: int | None = None) -> int:
+    """Not yet in rtl/: two passes over the vector (statistics, normalise) plus a
+    bit-serial isqrt and reciprocal of acc_bits steps each, then a requant."""
+    lanes = lanes or unit_lanes(cfg)
+    return 2 * cdiv(features, lanes) + 2 * cfg.acc_bits + REQUANT_LATENCY
+
+
+# ------------------------------------------------------------- dispatcher --
+def unit_cycles(unit: str, op: dict, cfg: AccelConfig) -> int:
+    """Predicted cycles of one recorded testbench operation (tests/test_pysim_vs_rtl.py).
+
+    ``op`` is the record's shape dictionary as the testbench wrote it.
+    """
+    if unit in UNIT_LATENCY:
+        lanes = op.get("lanes") or unit_lanes(cfg)
+        if "rows" in op and "channels" in op:
+            return stream_unit_cycles(unit, cfg, op["rows"], op["channels"], lanes)
+        if "beats" in op:
+            return op["beats"] + UNIT_LATENCY[unit]
+        raise KeyError(f"{unit} record op {op} has neither rows/channels nor beats")
+    if unit == "mat_engine":
+        return _mat_record(cfg, op)
+    if unit == "rmac_engine":
+        return _rmac_record(cfg, op)
+    raise KeyError(f"pysim has no cost function for RTL unit {unit!r}; known: "
+                   f"{', '.join(sorted(list(UNIT_LATENCY) + ['mat_engine', 'rmac_engine']))}")
+
+
+def _mat_record(cfg: AccelConfig, op: dict) -> int:
+    if "tiles" in op:   # a list of tiles run back to back
+        return sum(mat_tile_cycles(cfg, t["chunks"], t["groups"], bool(t.get("load", 1))) for t in op["tiles"])
+    if "chunks" in op and "groups" in op:
+        return mat_tile_cycles(cfg, op["chunks"], op["groups"], bool(op.get("load", 1)))
+    if {"rows", "red", "cols"} <= op.keys():
+        return mat_matmul_cycles(cfg, op["rows"], op["red"], op["cols"])
+    raise KeyError(f"mat_engine record op {op} has no tile (chunks/groups) or matmul (rows/red/cols) shape")
+
+
+def _rmac_record(cfg: AccelConfig, op: dict) -> int:
+    raise KeyError(f"rmac_engine record op {op}: R-MAC cost not yet matched to rtl/rmac_engine.py")
