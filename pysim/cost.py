@@ -53,23 +53,31 @@ def mat_tile_cycles(cfg: AccelConfig, chunks: int, groups: int, load: bool = Tru
     return 1 + int(load) * chunks + groups * chunks + tree_depth(cfg) + 3
 
 
+def back_to_back(cmd_cycles: list[int]) -> int:
+    """Commands issued back to back: the next command is accepted in the cycle the
+    previous one's last output leaves (both engines), so consecutive commands share
+    one cycle of the inclusive count."""
+    return sum(cmd_cycles) - max(0, len(cmd_cycles) - 1)
+
+
 def mat_matmul_cycles(cfg: AccelConfig, rows: int, red: int, cols: int, load: bool = True) -> int:
-    """``rows`` x ``cols`` outputs, each a dot product of length ``red``, as back-to-back tiles.
+    """``rows`` x ``cols`` outputs, each a dot product of length ``red``, as back-to-back tiles
+    (rtl/mat_schedule.py's plan).
 
     Rows go to the L replicas (``ceil(rows / L)`` pixel groups), columns to the
     M lanes (``ceil(cols / M)`` tiles, each loading its own weights), the
     reduction to ``ceil(red / N)`` words.  A reduction longer than the weight
-    buffer is cut into passes; pass p > 0 takes the previous partial sum as its
-    bias (one more tile per pass, no extra cycles inside a tile).
+    buffer (rtl/mat_schedule.py refuses it) is costed as passes whose partial
+    sums come back as the next pass's bias: one more tile per pass.
     """
     if min(rows, red, cols) < 1:
         raise ValueError(f"MAT op needs positive rows/red/cols, got {rows}/{red}/{cols}")
     chunks = cdiv(red, cfg.mat_mults)
     groups = cdiv(rows, cfg.replicas)
     full, rest = divmod(chunks, cfg.mat_wbuf_words)
-    per_col_tile = full * mat_tile_cycles(cfg, cfg.mat_wbuf_words, groups, load) + \
-        (mat_tile_cycles(cfg, rest, groups, load) if rest else 0)
-    return cdiv(cols, cfg.mat_lanes) * per_col_tile
+    passes = [cfg.mat_wbuf_words] * full + ([rest] if rest else [])
+    tiles = [mat_tile_cycles(cfg, ch, groups, load) for ch in passes] * cdiv(cols, cfg.mat_lanes)
+    return back_to_back(tiles)
 
 
 def mat_ideal_cycles(cfg: AccelConfig, macs: int) -> int:
@@ -101,26 +109,35 @@ def mat_attn_qkv_cycles(cfg: AccelConfig, tokens: int, dim: int) -> int:
 
 
 # -------------------------------------------------------------- R-MAC engine --
-def rmac_latency(cfg: AccelConfig) -> int:
-    """Fill + drain of the R-MAC array: operand registers, multiplier, accumulator, output."""
-    return 3
+# rtl/rmac_engine.py: PE (s, t) of replica l owns output pixel s of an output-row
+# segment of S pixels, channel t of T channels; replica l takes output row oy + l
+# (same weights).  One command per group of T channels:
+#     cycles(cmd) = 1 + load*kh*kw + 1 + rows*xsegs*kh*kw + 3
+# with rows = ceil(Ho / L) output row groups and xsegs = ceil(Wo / S) segments
+# (depthwise), or kh = K input channels, kw = 1, rows = ceil(P / (L*S)), xsegs = 1
+# (pointwise mode; K must fit the rmac_wbuf_words-deep weight buffer).
+def rmac_cmd_cycles(kh: int, kw: int, rows: int, xsegs: int, load: bool = True) -> int:
+    return 1 + int(load) * kh * kw + 1 + rows * xsegs * kh * kw + 3
 
 
 def rmac_dw_cycles(cfg: AccelConfig, c: int, oh: int, ow: int, k: int, stride: int = 1) -> int:
-    """Depthwise k x k conv: T channels x S output pixels per pass per replica, k*k taps a pass.
+    """Depthwise k x k conv producing ``c`` x ``oh`` x ``ow`` (stride only moves the reads)."""
+    if not 1 <= k <= 5 or stride not in (1, 2):
+        raise ValueError(f"depthwise conv k={k} stride={stride} not supported by the R-MAC engine (k<=5, stride 1/2)")
+    one = rmac_cmd_cycles(k, k, cdiv(oh, cfg.replicas), cdiv(ow, cfg.rmac_rows))
+    return back_to_back([one] * cdiv(c, cfg.rmac_cols))
 
-    Each PE keeps one (channel, output pixel) accumulator and takes one tap per
-    cycle; the replicas take different output pixels; stride only changes which
-    input pixels are read.
-    """
-    if k < 1 or stride not in (1, 2):
-        raise ValueError(f"depthwise conv k={k} stride={stride} not supported (k>=1, stride 1/2)")
-    return cdiv(c, cfg.rmac_cols) * cdiv(oh * ow, cfg.rmac_rows * cfg.replicas) * k * k + rmac_latency(cfg)
+
+def rmac_pw_fits(cfg: AccelConfig, cin: int) -> bool:
+    return cin <= max(cfg.rmac_wbuf_words, 25)
 
 
 def rmac_pw_cycles(cfg: AccelConfig, cin: int, cout: int, oh: int, ow: int) -> int:
-    """Pointwise work on the R-MAC array: S pixels x T output channels per pass, cin cycles each."""
-    return cdiv(cout, cfg.rmac_cols) * cdiv(oh * ow, cfg.rmac_rows * cfg.replicas) * cin + rmac_latency(cfg)
+    """Pointwise work on the R-MAC array: L*S pixels x T output channels per pass."""
+    if not rmac_pw_fits(cfg, cin):
+        raise ValueError(f"R-MAC pointwise with {cin} input channels exceeds rmac_wbuf_words={cfg.rmac_wbuf_words}")
+    one = rmac_cmd_cycles(cin, 1, cdiv(oh * ow, cfg.replicas * cfg.rmac_rows), 1)
+    return back_to_back([one] * cdiv(cout, cfg.rmac_cols))
 
 
 # --------------------------------------------------------- integer units --
@@ -179,14 +196,19 @@ def unit_cycles(unit: str, op: dict, cfg: AccelConfig) -> int:
 
 
 def _mat_record(cfg: AccelConfig, op: dict) -> int:
-    if "tiles" in op:   # a list of tiles run back to back
-        return sum(mat_tile_cycles(cfg, t["chunks"], t["groups"], bool(t.get("load", 1))) for t in op["tiles"])
-    if "chunks" in op and "groups" in op:
-        return mat_tile_cycles(cfg, op["chunks"], op["groups"], bool(op.get("load", 1)))
-    if {"rows", "red", "cols"} <= op.keys():
-        return mat_matmul_cycles(cfg, op["rows"], op["red"], op["cols"])
-    raise KeyError(f"mat_engine record op {op} has no tile (chunks/groups) or matmul (rows/red/cols) shape")
+    """tb/test_mat_engine.py records {P, K, C, kind, ...}: a P x K by K x C product
+    (im2col'd convs included)."""
+    if {"P", "K", "C"} <= op.keys():
+        return mat_matmul_cycles(cfg, op["P"], op["K"], op["C"])
+    raise KeyError(f"mat_engine record op {op} lacks P/K/C")
 
 
 def _rmac_record(cfg: AccelConfig, op: dict) -> int:
-    raise KeyError(f"rmac_engine record op {op}: R-MAC cost not yet matched to rtl/rmac_engine.py")
+    """tb/test_rmac_engine.py records {kind: dwKxK, C, H, W, stride, Ho, Wo} or {kind: pw, P, K, C}."""
+    kind = op.get("kind", "")
+    if kind.startswith("dw"):
+        k = int(kind[2:].split("x")[0])
+        return rmac_dw_cycles(cfg, op["C"], op["Ho"], op["Wo"], k, op["stride"])
+    if kind == "pw":
+        return rmac_pw_cycles(cfg, op["K"], op["C"], op["P"], 1)
+    raise KeyError(f"rmac_engine record op {op}: unknown kind {kind!r}")

@@ -242,18 +242,17 @@ def _split_cout(cfg: AccelConfig, cout: int, frac: float) -> int:
 
 
 def _band_options(cfg: AccelConfig, g: Group, opt: Options) -> list[int]:
-    """Row-band counts for a fused group: every intermediate band must fit the line buffers."""
+    """Row-band counts for a fused group: bands of j*L output rows of the (first)
+    depthwise conv (the R-MAC replicas take L rows at once), every intermediate
+    band fitting the line buffers."""
     comp = g.compute
-    if not any(lay.kind == "dw" for lay in comp):
+    dws = [lay for lay in comp if lay.kind == "dw"]
+    if not dws:
         return [1]
-    oh = max(lay.oh for lay in comp)
-    opts = []
-    for nb in sorted({min(oh, 2 ** i) for i in range(0, 12)} | {oh}):
-        if nb > opt.max_bands:
-            continue
-        fits = all(memory_band_bytes(lay, nb) <= band_budget_bytes(cfg) for lay in g.intermediates)
-        if fits:
-            opts.append(nb)
+    oh = dws[0].oh
+    cands = {1} | {cdiv(oh, j * cfg.replicas) for j in (1, 2, 3, 4, 6, 8, 16, 32)}
+    opts = [nb for nb in sorted(cands) if nb <= opt.max_bands and
+            all(memory_band_bytes(lay, nb) <= band_budget_bytes(cfg) for lay in g.intermediates)]
     return opts or [min(oh, opt.max_bands)]
 
 
@@ -274,7 +273,7 @@ def _schedule_group(cfg: AccelConfig, g: Group, opt: Options):
         else:
             units_of[cur].append(lay)
     ucyc = {id(u): unit_layer_cycles(cfg, u) for u in g.layers if not u.is_compute}
-    pw = [lay for lay in comp if lay.kind == "pw"] if opt.rmac_pointwise else []
+    pw = [lay for lay in comp if lay.kind == "pw" and cost.rmac_pw_fits(cfg, lay.cin)] if opt.rmac_pointwise else []
     dws = [i for i, lay in enumerate(comp) if lay.kind == "dw"]
 
     def evaluate(nb: int, frac: float):
