@@ -131,8 +131,9 @@ def _run(preset: str, full: bool, seed: int = 11):
     cfg = PRESETS[preset]
     ops_list, arrays = build_ops(cfg, seed, full)
     res = run_cocotb(unit="mat_engine", make=lambda: MatEngine(cfg), config=cfg,
-                     module="tb.mat_engine_cocotb", case=f"{preset}_{'full' if full else 'fast'}",
-                     params={"ops": ops_list, "gap": 0.3, "backpressure": 0.3}, arrays=arrays, seed=seed)
+                     module="tb.engine_cocotb", case=f"{preset}_{'full' if full else 'fast'}",
+                     params={"ops": ops_list, "gap": 0.3, "backpressure": 0.3, "wport": "w",
+                             "engine": "rtl.mat_engine:MatEngine"}, arrays=arrays, seed=seed)
     # stall-free cycles follow the documented formula, tiles back to back (overlap of one cycle)
     for op in ops_list:
         tiles = op["tiles"]
