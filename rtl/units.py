@@ -38,7 +38,20 @@ def _avgpool(cfg: AccelConfig):
     return GlobalAvgPool(cfg)
 
 
+def _mat_engine(cfg: AccelConfig):
+    from rtl.mat_engine import MatEngine
+    return MatEngine(cfg)
+
+
+def _rmac_engine(cfg: AccelConfig):
+    from rtl.rmac_engine import RmacEngine
+    return RmacEngine(cfg)
+
+
 UNITS: dict[str, Callable[[AccelConfig], object]] = {
+    # compute engines (engineer #1)
+    "mat_engine": _mat_engine,
+    "rmac_engine": _rmac_engine,
     # integer normalization units (engineer #2)
     "requant": _requant,
     "hswish": _hswish,
