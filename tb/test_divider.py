@@ -1,0 +1,84 @@
+"""rtl/divider.py under Verilator vs golden.ops.log2_code + attention_divide (SPEC 5 steps 4-5).
+
+Every output code and every token's 4-bit divisor code are compared bit-exactly.
+"""
+import math
+
+import numpy as np
+import pytest
+
+from golden import ops
+from rtl.divider import Log2Divider
+from tb.norm_cases import CONFIGS, edge_values, lane_beats, pad_channels, param_rows, run_stream_case
+
+FACTORY = "rtl.divider:Log2Divider"
+
+
+def den_values(rng, n: int) -> np.ndarray:
+    """Denominators with every rounding edge: 0, 1, 2^p, and both sides of sqrt(2) 2^p for all p."""
+    edges = [0, 1, 2, 3, (1 << 31) - 1]
+    for p in range(31):
+        t = math.isqrt((1 << (2 * p + 1)) - 1) + 1       # least x with x^2 >= 2^(2p+1)
+        edges += [1 << p, t - 1, t]
+    edges = [e for e in edges if 0 <= e < 1 << 31]
+    d = np.exp(rng.uniform(0, math.log(2 ** 31 - 1), n)).astype(np.int64)
+    pick = rng.random(n) < 0.5
+    d[pick] = rng.choice(np.array(edges, dtype=np.int64), int(pick.sum()))
+    return d
+
+
+def divider_case(cfg, case, tokens, d, seed, e_lo=-6, gap=0.0, bp=0.0):
+    rng = np.random.default_rng(seed)
+    L = cfg.mat_lanes
+    k = cfg.log2_code_bits
+    e_hi = e_lo + (1 << k) - 1
+    den = den_values(rng, tokens)
+    num = edge_values(rng, tokens * d, -(1 << 31), (1 << 31) - 1, edges=(-1, 0, 1), p_edge=0.05)
+    typical = rng.random(tokens * d) < 0.7
+    num[typical] = rng.integers(-(1 << 22), 1 << 22, int(typical.sum()))
+    num = num.reshape(tokens, d)
+    M = edge_values(rng, d, 1 << 30, (1 << 31) - 1, edges=(0,), p_edge=0.2)
+    n_lo, n_hi = max(0, -e_lo), ops.SHIFT_MAX - e_hi        # keeps n_o + e in [0, 63] (attention_divide's rule)
+    n = edge_values(rng, d, n_lo, n_hi, p_edge=0.3)
+    n[(rng.random(d) < 0.6)] = np.clip(rng.integers(20, 40), n_lo, n_hi)
+    z = edge_values(rng, d, 0, 255, p_edge=0.3)
+    nump, Mp, np_, zp = (pad_channels(a, L, f) for a, f in ((num, 0), (M, 0), (n, n_lo), (z, 0)))
+    e, code = ops.log2_code(den, e_lo, k)
+    exp = ops.attention_divide(nump, e, Mp, np_, zp, 0, 255)
+    beats = lane_beats(nump, L, "num", extra=lambda r, g: {"den": int(den[r])})
+    groups = nump.shape[1] // L
+    exp_beats = [{"q": b["num"], "tag": int(code[i // groups])} for i, b in enumerate(lane_beats(exp, L, "num"))]
+    return run_stream_case("divider", FACTORY, cfg, case, inputs={"i": beats}, expected={"o": exp_beats},
+                           ports={"e_lo": e_lo, "lo": 0, "hi": 255},
+                           prm={"prm": param_rows(L, m=Mp, n=np_, z=zp)}, gap=gap, backpressure=bp, seed=seed,
+                           op={"name": "attention_divide", "tokens": tokens, "d": d, "lanes": L,
+                               "beats": len(beats), "latency": Log2Divider.LATENCY, "ideal_cycles": len(beats)})
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("cfg", [CONFIGS["tiny"]], ids=["tiny"])
+def test_divider_random_stalls(cfg):
+    """~1,000 tokens' denominators (all sqrt(2) thresholds, 0, 2^31-1), e_lo = -6 as in the paper."""
+    divider_case(cfg, "random_stalls", tokens=500, d=4, seed=41, gap=0.3, bp=0.3)
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("cfg", [CONFIGS["tiny"]], ids=["tiny"])
+@pytest.mark.parametrize("e_lo", [0, 12, 16, 31], ids=lambda v: f"elo{v}")
+def test_divider_clamp_limits(cfg, e_lo):
+    """Code clamp at both ends: e_lo above many exponents (low clamp) and e_lo + 15 below them."""
+    divider_case(cfg, f"clamp_elo{e_lo}", tokens=150, d=2, seed=42 + e_lo, e_lo=e_lo, gap=0.2, bp=0.2)
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("cfg", [CONFIGS["tiny"]], ids=["tiny"])
+def test_divider_throughput(cfg):
+    res = divider_case(cfg, "throughput", tokens=64, d=8, seed=43)
+    assert res["cycles"] == 64 * 8 // cfg.mat_lanes + Log2Divider.LATENCY
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+@pytest.mark.parametrize("cfg", list(CONFIGS.values()), ids=list(CONFIGS))
+def test_divider_random_large(cfg):
+    divider_case(cfg, "random_large", tokens=1500, d=16, seed=44, gap=0.2, bp=0.4)
