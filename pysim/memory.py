@@ -8,8 +8,11 @@ The model of the memory system (all sizes from :class:`rtl.config.AccelConfig`):
   (a spill) and the consumer reads it back.
 * Inside a fused group (expand 1x1 -> depthwise -> project 1x1 of an MBConv,
   or the aggregation's 5x5 depthwise -> grouped 1x1) the intermediate tensor
-  only lives as a band of ``k + stride`` rows in line buffers (a quarter of the
-  activation buffer); a band that does not fit spills the whole tensor.
+  only lives as a band of rows (the scheduler's band plus the ``k + stride``
+  rows the consumer's window needs) in line buffers (a quarter of the
+  activation buffer); a band that does not fit spills the whole tensor
+  (written to DRAM and read back), which the scheduler weighs against
+  cutting the layer into more, smaller bands.
 * The weight buffer (``weight_buffer_kib``) is double-buffered: a layer whose
   int8 weights + per-channel parameters fit half of it is loaded once per
   frame while the previous layer computes; a bigger layer is split into
@@ -67,7 +70,15 @@ def weight_passes(cfg: AccelConfig, layer) -> int:
     return max(1, -(-nbytes // half))
 
 
-def group_traffic(cfg: AccelConfig, group, input_on_chip: bool, output_on_chip: bool) -> Traffic:
+def band_bytes(lay, nb: int) -> int:
+    """Line-buffer bytes of a fused intermediate cut into ``nb`` row bands: one band of
+    the producer's output rows plus the rows its consumer's window reaches past it."""
+    r = -(-lay.oh // max(1, min(nb, lay.oh)))
+    rows = r + lay.extra.get("band_rows", 1)
+    return min(rows, lay.oh) * lay.ow * lay.cout
+
+
+def group_traffic(cfg: AccelConfig, group, input_on_chip: bool, output_on_chip: bool, nb: int = 1) -> Traffic:
     """DRAM traffic of one group (see the module docstring for the rules)."""
     t = Traffic()
     first, last = group.compute[0], group.compute[-1]
@@ -84,12 +95,13 @@ def group_traffic(cfg: AccelConfig, group, input_on_chip: bool, output_on_chip: 
             if not on_chip:
                 t.add(lay.name, "spills", (passes - 1) * lay.in_bytes)
     for lay in group.intermediates:
-        # a fused intermediate lives as a band of k + stride rows of its consumer
-        band = lay.extra.get("band_rows", 1) * lay.ow * lay.cout if lay.kind != "attn_kv" else 0
-        if band > band_budget_bytes(cfg):
+        # a fused intermediate lives in line buffers, one band at a time; a band that
+        # does not fit sends the whole tensor through DRAM (written, read back)
+        if band_bytes(lay, nb) > band_budget_bytes(cfg):
             t.add(lay.name, "spills", 2 * lay.out_bytes)
-    for nbytes, name in group.kept_tensors:
-        # tensors kept across a barrier inside the group (attention's q, the shortcut)
+    for nbytes, what in group.kept_tensors:
+        # tensors kept across a barrier (attention's q, k, v; the block input for the
+        # residual add): charged to the group's last layer, which writes them
         if nbytes > act_half_bytes(cfg):
-            t.add(name, "spills", 2 * nbytes)
+            t.add(last.name, "spills", 2 * nbytes)
     return t

@@ -43,7 +43,7 @@ from rtl.config import AccelConfig
 from . import cost
 from .cost import cdiv
 from .layers import Layer
-from .memory import Traffic, act_half_bytes, band_budget_bytes, group_traffic
+from .memory import Traffic, act_half_bytes, group_traffic
 
 MB_ROLES = ("inverted_conv", "depth_conv", "point_conv", "spatial_conv", "conv1", "conv2")
 
@@ -242,27 +242,19 @@ def _split_cout(cfg: AccelConfig, cout: int, frac: float) -> int:
 
 
 def _band_options(cfg: AccelConfig, g: Group, opt: Options) -> list[int]:
-    """Row-band counts for a fused group: bands of j*L output rows of the (first)
-    depthwise conv (the R-MAC replicas take L rows at once), every intermediate
-    band fitting the line buffers."""
-    comp = g.compute
-    dws = [lay for lay in comp if lay.kind == "dw"]
+    """Row-band counts tried for a fused group: bands of 1, 2, 4, ... and j*L output
+    rows of the (first) depthwise conv (its R-MAC replicas take L rows at once).
+    One band is always tried too (no band pipelining, the intermediate tensor
+    spilled when it does not fit the line buffers)."""
+    dws = [lay for lay in g.compute if lay.kind == "dw"]
     if not dws:
         return [1]
     oh = dws[0].oh
-    cands = {1} | {cdiv(oh, j * cfg.replicas) for j in (1, 2, 3, 4, 6, 8, 16, 32)}
-    opts = [nb for nb in sorted(cands) if nb <= opt.max_bands and
-            all(memory_band_bytes(lay, nb) <= band_budget_bytes(cfg) for lay in g.intermediates)]
-    return opts or [min(oh, opt.max_bands)]
+    heights = {2 ** i for i in range(12)} | {j * cfg.replicas for j in (1, 2, 3, 4, 6, 8, 16, 32)}
+    return sorted({cdiv(oh, r) for r in heights if r <= oh and cdiv(oh, r) <= opt.max_bands} | {1})
 
 
-def memory_band_bytes(lay: Layer, nb: int) -> int:
-    """Line-buffer bytes a fused intermediate needs: a band plus the consumer's window rows."""
-    rows = band_rows(lay.oh, nb)[0] + lay.extra.get("band_rows", 1)
-    return min(rows, lay.oh) * lay.ow * lay.cout
-
-
-def _schedule_group(cfg: AccelConfig, g: Group, opt: Options):
+def _schedule_group(cfg: AccelConfig, g: Group, opt: Options, in_on_chip: bool, out_on_chip: bool):
     comp = g.compute
     units_of: dict[int, list] = {}
     cur = None
@@ -316,16 +308,19 @@ def _schedule_group(cfg: AccelConfig, g: Group, opt: Options):
     best = None
     fracs = [0.0] + ([s / opt.split_steps for s in range(1, opt.split_steps + 1)] if pw else [])
     for nb in _band_options(cfg, g, opt):
+        tr = group_traffic(cfg, g, in_on_chip, out_on_chip, nb)
+        dram = tr.total / cfg.dram_bytes_per_cycle
         for frac in fracs:
             cand = evaluate(nb, frac)
-            if best is None or cand[0] < best[0][0]:
-                best = (cand, nb)
-    (span, mat_busy, rmac_busy, per), nb = best
+            key = max(cand[0], dram)
+            if best is None or key < best[0]:
+                best = (key, cand, nb, tr)
+    _, (span, mat_busy, rmac_busy, per), nb, tr = best
     last_units = units_of[id(comp[-1])]
     unit_lat = max([cost.UNIT_LATENCY.get(_unit_name(u), 0) for u in last_units], default=0)
     # (engine pipeline fill/drain is inside each tile's cycles; the last units' latency is not)
     fill = span - max(mat_busy, rmac_busy) + unit_lat
-    return mat_busy, rmac_busy, fill, per, ucyc, nb
+    return mat_busy, rmac_busy, fill, per, ucyc, nb, tr
 
 
 def _unit_name(lay: Layer) -> str:
@@ -341,10 +336,9 @@ def simulate(cfg: AccelConfig, layers: list[Layer], opt: Options | None = None) 
     gres: list[GroupResult] = []
     prev_out_on_chip = False          # the image comes from DRAM
     for gi, g in enumerate(groups):
-        mat_busy, rmac_busy, fill, per, ucyc, nb = _schedule_group(cfg, g, opt)
         in_on_chip = prev_out_on_chip if not g.key.endswith((":attn-b", ":attn-kv")) else True
         out_on_chip = g.out_bytes <= half and gi + 1 < len(groups)
-        tr = group_traffic(cfg, g, in_on_chip, out_on_chip)
+        mat_busy, rmac_busy, fill, per, ucyc, nb, tr = _schedule_group(cfg, g, opt, in_on_chip, out_on_chip)
         dram_cycles = tr.total / cfg.dram_bytes_per_cycle
         compute = max(mat_busy, rmac_busy) + fill
         cycles = max(compute, int(-(-tr.total // cfg.dram_bytes_per_cycle)))
@@ -413,7 +407,8 @@ def _totals(cfg: AccelConfig, layers, results, gres) -> dict:
         "mat_busy": sum(g.mat_busy for g in gres),
         "rmac_busy": sum(g.rmac_busy for g in gres),
         "groups": [{"key": g.key, "cycles": g.cycles, "mat_busy": g.mat_busy, "rmac_busy": g.rmac_busy,
-                    "fill": g.fill, "bands": g.bands, "dram_bytes": g.traffic.total, "dram_cycles": g.dram_cycles,
+                    "fill": g.fill, "bands": g.bands, "dram_bytes": g.traffic.total,
+                    "spill_bytes": g.traffic.spills, "dram_cycles": g.dram_cycles,
                     "bound": g.bound} for g in gres],
         "layers": [r.to_dict() for r in results],
     }
