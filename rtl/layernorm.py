@@ -1,0 +1,218 @@
+"""Integer LayerNorm of the head (golden/SPEC.md section 7), one token at a time.
+
+    d = x - z_x;  S1 = sum d;  V = C sum d^2 - S1^2 + eps_int
+    R = isqrt(2^62 // max(V, 1))                         (about 2^31 / sqrt(V))
+    y[c] = rshift_round((C d[c] - S1) R, 31 - frac_bits)
+    out[c] = clamp(z_out + rshift_round(y[c] G[c] + B[c], n_g[c]), lo, hi)
+
+The head applies LayerNorm once per image to one vector of ``C`` channels,
+so this unit is sequential and small rather than fast:
+
+1. ``ACC``: take the token's ``ceil(C / lanes)`` beats (one per cycle), store
+   ``d`` in a token buffer (``lib.memory``) and accumulate ``S1`` and
+   ``S2 = sum d^2``. Lanes past ``C`` in the last group must carry ``z_x``
+   (``d = 0`` adds nothing). The beat flagged ``last`` ends the token.
+2. ``VAR``: ``V`` (one cycle).
+3. ``DIV``: ``2^62 // max(V, 1)`` by restoring division, one quotient bit per
+   cycle (63 cycles).
+4. ``SQRT``: digit-by-digit integer square root, one result bit per cycle
+   (1 + 31 cycles), exact floor like golden's ``isqrt``; 1 cycle to latch ``R``.
+5. ``OUT``: read the buffer group by group through a 7-stage stall pipeline
+   (read; ``C d - S1``; ``* R``; constant rounding shift; ``* G + B``; rounding
+   shift by ``n_g``; zero point + clamp) and return to ``ACC`` when the last
+   output beat has left.
+
+Streams: ``i`` beats carry ``x`` (``lanes`` codes), ``group`` and ``last``;
+``o`` beats carry ``q`` for groups ``0 .. G-1`` in order. ``prm`` writes a
+group's per-channel ``G`` (signed 16-bit), ``B`` (signed 48-bit) and ``n_g``.
+Configuration ports: ``channels`` (C), ``z_x``, ``eps_int`` (41 bits),
+``z_out``, ``lo``, ``hi``.
+
+Timing (no stalls): a token of ``G`` groups takes ``G`` input cycles, then
+``CALC_CYCLES`` = 1 + 63 + 1 + 31 + 1 = 97 cycles, then its ``G`` output beats
+leave one per cycle, the first ``OUT_LATENCY`` = 7 cycles after its read:
+``cycles(G) = G + 97 + 7 + G`` from the first input beat to the last output
+beat inclusive, i.e. ``2 G + 104`` (``cycles_per_token``). The next token is accepted after the last output
+beat of the previous one has left.
+"""
+from __future__ import annotations
+
+from amaranth import Module, Signal, Mux, signed, unsigned
+from amaranth.lib import data, stream, wiring, memory
+from amaranth.lib.wiring import In, Out
+
+from rtl.config import AccelConfig
+from rtl.requant import rshift_round, clamp, table_depth
+
+G_BITS = 16          # golden LN_G_BITS
+B_BITS = 48          # golden LN_B_BITS
+RECIP_SHIFT = 62     # golden LN_RECIP_SHIFT
+EPS_BITS = 41        # eps_int <= 2^40
+
+
+def cycles_per_token(groups: int) -> int:
+    """First input beat to last output beat of one token, no stalls (see module docstring)."""
+    return 2 * groups + LayerNorm.CALC_CYCLES + LayerNorm.OUT_LATENCY
+
+
+class LayerNorm(wiring.Component):
+    CALC_CYCLES = 1 + (RECIP_SHIFT + 1) + 1 + RECIP_SHIFT // 2 + 1   # VAR, DIV, SQRT0, SQRT, REC
+    OUT_LATENCY = 7
+
+    def __init__(self, config: AccelConfig, *, lanes: int | None = None, frac_bits: int = 10):
+        self.config = config
+        self.lanes = lanes or config.mat_lanes
+        self.frac_bits = frac_bits
+        self.depth = table_depth(config, self.lanes)
+        self.group_bits = max(1, (self.depth - 1).bit_length())
+        self.c_bits = config.norm_max_channels.bit_length()
+        a = unsigned(config.act_bits)
+        L = self.lanes
+        self.in_layout = data.StructLayout({"x": data.ArrayLayout(a, L), "group": unsigned(self.group_bits),
+                                            "last": 1})
+        self.out_layout = data.StructLayout({"q": data.ArrayLayout(a, L)})
+        self.row_layout = data.StructLayout({"g": data.ArrayLayout(signed(G_BITS), L),
+                                             "b": data.ArrayLayout(signed(B_BITS), L),
+                                             "n": data.ArrayLayout(unsigned(config.shift_bits), L)})
+        self.prm_layout = data.StructLayout({"group": unsigned(self.group_bits), "row": self.row_layout})
+        super().__init__({
+            "i": In(stream.Signature(self.in_layout)),
+            "o": Out(stream.Signature(self.out_layout)),
+            "prm": In(stream.Signature(self.prm_layout)),
+            "channels": In(unsigned(self.c_bits)),
+            "z_x": In(a), "eps_int": In(unsigned(EPS_BITS)),
+            "z_out": In(a), "lo": In(a), "hi": In(a),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, L, ab = self.config, self.lanes, self.config.act_bits
+        cb = self.c_bits
+        db = ab + 1                                  # d = x - z_x, signed
+        s1b = db + cb                                # |S1| <= (2^a - 1) C
+        s2b = 2 * ab + cb                            # S2 <= C (2^a - 1)^2
+        vb = max(2 * s1b, s2b + cb, EPS_BITS) + 2    # V < C S2 + eps_int
+        qb = RECIP_SHIFT + 1                         # quotient of 2^62 // V
+        rb = RECIP_SHIFT // 2 + 2                    # R <= 2^31
+
+        # ---- token buffer and parameter table ----
+        m.submodules.buf = buf = memory.Memory(shape=data.ArrayLayout(signed(db), L), depth=self.depth, init=[])
+        bw, br = buf.write_port(), buf.read_port()
+        m.submodules.table = table = memory.Memory(shape=self.row_layout, depth=self.depth, init=[])
+        tw, tr = table.write_port(), table.read_port()
+        m.d.comb += [self.prm.ready.eq(1), tw.addr.eq(self.prm.payload.group), tw.data.eq(self.prm.payload.row),
+                     tw.en.eq(self.prm.valid)]
+
+        s1 = Signal(signed(s1b))
+        s2 = Signal(unsigned(s2b))
+        groups = Signal(range(self.depth + 1))       # G of the current token
+        v = Signal(unsigned(vb))
+        rem = Signal(unsigned(vb + 1))               # division remainder
+        quo = Signal(unsigned(qb))
+        step = Signal(range(qb + 1))
+        srem = Signal(unsigned(qb))                  # square-root remainder
+        root = Signal(unsigned(qb))
+        sbit = Signal(unsigned(qb))
+        recip = Signal(unsigned(rb))
+
+        # pass-2 pipeline control
+        issue = Signal()                             # a read is issued this cycle
+        rd_addr = Signal(range(self.depth + 1))
+        out_left = Signal(range(self.depth + 1))     # output beats still to leave
+        adv = Signal()
+        pv = Signal(self.OUT_LATENCY)                # valid bits of stages 1..7 (stage 0 = the issue)
+        m.d.comb += [adv.eq(~self.o.valid | self.o.ready), self.o.valid.eq(pv[-1])]
+        with m.If(adv):
+            m.d.sync += pv.eq(pv << 1 | issue)
+
+        # d of the incoming beat, its lane sums
+        d_in = [Signal(signed(db), name=f"d_in{k}") for k in range(L)]
+        for k in range(L):
+            m.d.comb += d_in[k].eq(self.i.payload.x[k] - self.z_x)
+        sum_d = Signal(signed(db + L.bit_length()))
+        sum_d2 = Signal(unsigned(2 * ab + L.bit_length()))
+        m.d.comb += [sum_d.eq(sum(d_in)), sum_d2.eq(sum(d * d for d in d_in))]
+        fire_in = self.i.valid & self.i.ready
+        m.d.comb += [bw.addr.eq(self.i.payload.group), bw.en.eq(fire_in)]
+        for k in range(L):
+            m.d.comb += bw.data[k].eq(d_in[k])
+
+        with m.FSM():
+            with m.State("ACC"):
+                m.d.comb += self.i.ready.eq(1)
+                with m.If(fire_in):
+                    m.d.sync += [s1.eq(s1 + sum_d), s2.eq(s2 + sum_d2)]
+                    with m.If(self.i.payload.last):
+                        m.d.sync += groups.eq(self.i.payload.group + 1)
+                        m.next = "VAR"
+            with m.State("VAR"):
+                m.d.sync += [v.eq(self.channels * s2 - s1 * s1 + self.eps_int),
+                             rem.eq(0), quo.eq(0), step.eq(0)]
+                m.next = "DIV"
+            with m.State("DIV"):
+                # bit (62 - step) of the dividend 2^62 is 1 only at step 0
+                den = Mux(v == 0, 1, v)
+                shifted = Signal(unsigned(vb + 2))
+                m.d.comb += shifted.eq(Mux(step == 0, 1, rem << 1))
+                ge = shifted >= den
+                m.d.sync += [rem.eq(Mux(ge, shifted - den, shifted)), quo.eq((quo << 1) | ge), step.eq(step + 1)]
+                with m.If(step == qb - 1):
+                    m.d.sync += step.eq(0)
+                    m.next = "SQRT0"
+            with m.State("SQRT0"):
+                m.d.sync += [srem.eq(quo), root.eq(0), sbit.eq(1 << (RECIP_SHIFT - 2))]
+                m.next = "SQRT"
+            with m.State("SQRT"):
+                trial = Signal(unsigned(qb))
+                m.d.comb += trial.eq(root + sbit)
+                with m.If(srem >= trial):
+                    m.d.sync += [srem.eq(srem - trial), root.eq((root >> 1) + sbit)]
+                with m.Else():
+                    m.d.sync += root.eq(root >> 1)
+                m.d.sync += [sbit.eq(sbit >> 2), step.eq(step + 1)]
+                with m.If(step == RECIP_SHIFT // 2 - 1):
+                    m.next = "REC"
+            with m.State("REC"):
+                m.d.sync += [recip.eq(root), rd_addr.eq(0), out_left.eq(groups)]
+                m.next = "OUT"
+            with m.State("OUT"):
+                m.d.comb += issue.eq(adv & (rd_addr < groups))
+                with m.If(issue):
+                    m.d.sync += rd_addr.eq(rd_addr + 1)
+                with m.If(self.o.valid & self.o.ready):
+                    m.d.sync += out_left.eq(out_left - 1)
+                    with m.If(out_left == 1):
+                        m.d.sync += [s1.eq(0), s2.eq(0)]
+                        m.next = "ACC"
+
+        # ---- pass 2: 7-stage stall pipeline ----
+        m.d.comb += [br.addr.eq(rd_addr), br.en.eq(adv), tr.addr.eq(rd_addr), tr.en.eq(adv)]
+        pb = s1b + 2 + rb + 1                        # (C d - S1) * R
+        shift_y = 31 - self.frac_bits
+        yb = pb - shift_y + 1
+        ab2 = max(yb + G_BITS, B_BITS) + 1           # y G + B
+        q7 = Signal(self.out_layout)
+        row2, row3, row4 = (Signal(self.row_layout, name=f"row{s}") for s in (2, 3, 4))
+        n5 = [Signal(unsigned(cfg.shift_bits), name=f"n5_{k}") for k in range(L)]
+        with m.If(adv):
+            m.d.sync += [row2.eq(tr.data), row3.eq(row2), row4.eq(row3)]
+            for k in range(L):
+                t2 = Signal(signed(s1b + 2), name=f"t2_{k}")
+                p3 = Signal(signed(pb), name=f"p3_{k}")
+                y4 = Signal(signed(yb), name=f"y4_{k}")
+                a5 = Signal(signed(ab2), name=f"a5_{k}")
+                r6 = Signal(signed(ab2), name=f"r6_{k}")
+                zs = Signal(signed(ab2 + 1), name=f"zs_{k}")
+                n6 = Signal(unsigned(cfg.shift_bits), name=f"n6_{k}")
+                m.d.sync += [
+                    t2.eq(self.channels * br.data[k] - s1),
+                    p3.eq(t2 * recip),
+                    y4.eq(((p3 >> (shift_y - 1)) + 1) >> 1 if shift_y > 0 else p3),
+                    a5.eq(y4 * row4.g[k] + row4.b[k]),
+                    n5[k].eq(row4.n[k]),
+                    r6.eq(rshift_round(a5, n5[k], cfg.shift_bits)),
+                    q7.q[k].eq(clamp(zs, self.lo, self.hi)),
+                ]
+                m.d.comb += zs.eq(r6 + self.z_out)
+        m.d.comb += self.o.payload.eq(q7)
+        return m
