@@ -1,0 +1,67 @@
+"""QuantConfig: what the engine does, with the reference recipe's defaults."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+@dataclass
+class QuantConfig:
+    n_bits_w: int = 8
+    n_bits_a: int = 8
+    channel_wise: bool = True
+    act_quant: bool = True
+    # "hardware": symmetric weights (what golden/ and the RTL run, see golden/SPEC.md);
+    # "reference": the reference recipe's asymmetric weights.
+    weight_symmetric: bool = True
+    keep_8bit_head_stem: bool = True   # --disable_8bit_head_stem turns this off
+    p: float = 2.4
+    # Trio-ViT techniques
+    migration: bool = True
+    shift: bool = True
+    log2: bool = True
+    log2_bits: int = 4
+    log2_clamp: tuple[int, int] | None = None  # integer exponent range; None = calibrated
+    migration_clip: tuple[float, float] = (0.1, 64.0)
+    # BRECQ reconstruction
+    iters_w: int = 20000
+    weight: float = 0.01
+    b_start: float = 20.0
+    b_end: float = 2.0
+    warmup: float = 0.2
+    iters_a: int = 5000
+    lr: float = 4e-4
+    batch_size: int = 32
+    rec_input: str = "quant"  # block input during reconstruction: quantized model's ("quant") or float's
+    seed: int = 1005
+
+    def __post_init__(self):
+        if not 2 <= self.n_bits_w <= 8:
+            raise ValueError(f"--n_bits_w {self.n_bits_w} is not supported: weights take 2..8 bits")
+        if not 2 <= self.n_bits_a <= 16:
+            raise ValueError(f"--n_bits_a {self.n_bits_a} is not supported: activations take 2..16 bits")
+        if not 1 <= self.log2_bits <= 8:
+            raise ValueError(f"log2 divisor code of {self.log2_bits} bits is not supported (1..8)")
+        if self.log2_clamp is not None:
+            lo, hi = self.log2_clamp
+            if hi - lo + 1 > 2 ** self.log2_bits or hi < lo:
+                raise ValueError(f"log2 clamp [{lo}, {hi}] does not fit a {self.log2_bits}-bit code "
+                                 f"(at most {2 ** self.log2_bits} exponents)")
+        if self.p <= 0:
+            raise ValueError(f"--p must be positive, got {self.p}")
+        if self.rec_input not in ("quant", "float"):
+            raise ValueError(f"rec_input must be 'quant' or 'float', got {self.rec_input!r}")
+        for f in ("iters_w", "iters_a"):
+            if getattr(self, f) < 0:
+                raise ValueError(f"--{f} must be >= 0")
+
+    @property
+    def techniques(self) -> list[str]:
+        return [n for n, on in (("migration", self.migration), ("shift", self.shift), ("log2", self.log2)) if on]
+
+    @property
+    def recipe(self) -> str:
+        return "hardware" if self.weight_symmetric else "reference"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

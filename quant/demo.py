@@ -1,0 +1,80 @@
+"""`make demo`: the whole quantization flow end to end, on any machine.
+
+Without assets it writes a seeded EfficientViT-B0 checkpoint and synthetic
+images (ImageNet layout, labelled with the float model's own predictions, so
+top-1 there *is* agreement with the float model) and runs main_imagenet.py on
+them. With `--assets DIR` it runs the real proxy model on the real Imagenette
+images instead. Either way the report is the one main_imagenet.py prints.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+from .cli import main as cli_main
+from .data import SyntheticImages, eval_transform
+from .models import create_model, get_spec
+
+
+def _write_synthetic(root: Path, model, n_train: int, n_val: int, size: int, seed: int) -> None:
+    from PIL import Image
+    mean = torch.tensor((0.485, 0.456, 0.406)).view(3, 1, 1)
+    std = torch.tensor((0.229, 0.224, 0.225)).view(3, 1, 1)
+    spec = get_spec("b0-r224")
+    tf = eval_transform(spec.input_size, spec.crop_ratio)
+    for split, n, off in (("train", n_train, 0), ("val", n_val, 10_000)):
+        ds = SyntheticImages(n, size, seed=seed + off)
+        for i in range(n):
+            x, _ = ds[i]
+            pix = ((x * std + mean) * 255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
+            img = Image.fromarray(pix)
+            with torch.no_grad():
+                label = int(model(tf(img)[None]).argmax())  # pseudo-label: the float model's prediction
+            d = root / split / f"class_{label:02d}"
+            d.mkdir(parents=True, exist_ok=True)
+            img.save(d / f"img_{i:04d}.png")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--assets", default=None, help="../shared/assets: use the real proxy model and images")
+    p.add_argument("--out", default="build/demo")
+    p.add_argument("--iters", type=int, default=None, help="reconstruction iterations per block (weights and activations)")
+    a = p.parse_args(argv)
+    out = Path(a.out)
+    common = ["--model", "b0-r224", "--n_bits_w", "8", "--channel_wise", "--n_bits_a", "8", "--act_quant",
+              "--disable_8bit_head_stem", "--input_size", "224", "--test_before_calibration",
+              "--output", str(out / "run"), "--workers", "0"]
+    if a.assets:
+        assets = Path(a.assets)
+        ckpt = assets / "models" / "efficientvit_b0_imagenette.pt"
+        data = assets / "data" / "imagenette"
+        if not ckpt.is_file() or not (data / "val").is_dir():
+            print(f"error: {assets} does not hold {ckpt.name} and data/imagenette (see shared/assets/README.md)",
+                  file=sys.stderr)
+            return 2
+        iters = 0 if a.iters is None else a.iters
+        print(f"demo: real proxy EfficientViT-B0 (Imagenette head) on {data}", flush=True)
+        args = ["--data_path", str(data), "--weight_url", str(ckpt), "--num_samples", "256"]
+    else:
+        iters = 20 if a.iters is None else a.iters
+        data = out / "synthetic"
+        ckpt = out / "b0_seeded.pt"
+        if data.exists():
+            shutil.rmtree(data)
+        model = create_model("b0-r224", num_classes=10, seed=0)
+        torch.save(model.state_dict(), ckpt)
+        print("demo: seeded EfficientViT-B0 on synthetic images (labels are the float model's predictions, "
+              "so top-1 equals agreement with the float model)", flush=True)
+        _write_synthetic(data, model, n_train=64, n_val=96, size=224, seed=0)
+        args = ["--data_path", str(data), "--weight_url", str(ckpt), "--num_samples", "64"]
+    args += ["--iters_w", str(iters), "--iters_a", str(iters)]
+    return cli_main(args + common)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

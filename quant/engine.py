@@ -1,0 +1,89 @@
+"""quantize(model, calibration batches, config) -> (quantized model, report): the engine in one call."""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Iterable
+
+import torch
+import torch.nn as nn
+
+from .calibrate import calibrate_activations, init_weight_quantizers, set_act_quant
+from .config import QuantConfig
+from .qmodel import QEfficientViT, build_qmodel
+from .reconstruct import reconstruct
+from .techniques import apply_migration, apply_shift, collect_channel_stats, set_log2_ranges
+
+
+def _batches(images: torch.Tensor, bs: int):
+    return [images[i:i + bs] for i in range(0, len(images), bs)]
+
+
+def quantize(model: nn.Module, calib: Iterable, cfg: QuantConfig | None = None,
+             on_stage: Callable[[str, QEfficientViT], None] | None = None,
+             progress: bool = True) -> tuple[QEfficientViT, dict]:
+    """Quantize a timm EfficientViT with the Trio-ViT techniques and BRECQ reconstruction.
+
+    `calib` yields image tensors (or (images, labels) pairs). `on_stage(name, qmodel)`
+    is called after the weight-only stage ("weight_only") and at the end ("full"),
+    e.g. to evaluate accuracy. The model passed in is not modified.
+    """
+    cfg = cfg or QuantConfig()
+    t0 = time.time()
+    torch.manual_seed(cfg.seed)
+    images = torch.cat([b[0] if isinstance(b, (tuple, list)) else b for b in calib])
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"calibration batches must be (N, 3, H, W) images, got {tuple(images.shape)}")
+    batches = _batches(images, cfg.batch_size)
+    qmodel = build_qmodel(copy.deepcopy(model).eval(), cfg.n_bits_a)
+    report: dict = dict(config=cfg.to_dict(), techniques=cfg.techniques, num_calib=len(images))
+
+    if cfg.migration or cfg.shift:
+        stats = collect_channel_stats(qmodel, batches)
+        if cfg.migration:
+            apply_migration(qmodel, stats, cfg.migration_clip)
+        if cfg.shift:
+            apply_shift(qmodel, stats)
+    fp_model = copy.deepcopy(qmodel)  # float reference (techniques applied: an exact identity)
+
+    init_weight_quantizers(qmodel, cfg)
+    calibrate_activations(qmodel, batches, cfg)
+    set_act_quant(qmodel, False)
+    report["timing"] = {"calibration_s": time.time() - t0}
+
+    if cfg.iters_w > 0:
+        t = time.time()
+        report["reconstruction_weight"] = reconstruct(qmodel, fp_model, images, cfg, "weight", progress)
+        report["timing"]["weight_reconstruction_s"] = time.time() - t
+    if on_stage:
+        on_stage("weight_only", qmodel)
+
+    if cfg.act_quant:
+        set_act_quant(qmodel, True)
+        if cfg.log2:
+            report["log2_ranges"] = set_log2_ranges(qmodel, batches[:4], cfg.log2_bits, cfg.log2_clamp)
+        if cfg.iters_a > 0:
+            t = time.time()
+            report["reconstruction_act"] = reconstruct(qmodel, fp_model, images, cfg, "act", progress)
+            report["timing"]["act_reconstruction_s"] = time.time() - t
+    report["block_sqnr_db"] = block_sqnr(fp_model, qmodel, batches[:2])
+    report["timing"]["total_s"] = time.time() - t0
+    qmodel.eval()
+    if on_stage:
+        on_stage("full", qmodel)
+    return qmodel, report
+
+
+@torch.no_grad()
+def block_sqnr(fp_model: QEfficientViT, qmodel: QEfficientViT, batches) -> dict[str, float]:
+    """Output SQNR (dB) of every block, float vs quantized model run end to end on the same images."""
+    sig: dict[str, float] = {}
+    noise: dict[str, float] = {}
+    for x in batches:
+        a, b = fp_model.input_q(x) if fp_model.input_q.enabled else x, qmodel.input_q(x)
+        for fb, qb in zip(fp_model.blocks, qmodel.blocks):
+            a, b = fb(a), qb(b)
+            sig[qb.name] = sig.get(qb.name, 0.0) + a.pow(2).sum().item()
+            noise[qb.name] = noise.get(qb.name, 0.0) + (a - b).pow(2).sum().item()
+    return {k: (10 * math.log10(sig[k] / noise[k]) if noise[k] > 0 else float("inf")) for k in sig}

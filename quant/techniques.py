@@ -1,0 +1,112 @@
+"""The three Trio-ViT techniques, each an exact identity on the float model.
+
+* Channel-wise migration: the input x of each MBConv's depthwise conv becomes
+  x / s_c and the depthwise filters W * s_c, with s_c = clip(max_c / r, 0.1, 64)
+  and r = max(99th percentile of x, mean of the channel maxima). Channels with
+  large ranges no longer set the step of the whole tensor.
+* Filter-wise shifting: the input of each MBConv's projecting 1x1 conv is
+  centred per channel on its midpoint z_c; conv(x - z) + W z == conv(x). In
+  the quantizer this is a per-channel integer zero point (see ActQuantizer).
+* Log2 divisor: the attention divisor becomes a power of two (a 4-bit exponent
+  code), so the division is a shift (QAttnCore; its range is set here).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+from .qmodel import QAttnCore, QEfficientViT, QSeq
+
+
+def mbconvs(qmodel: QEfficientViT) -> list[QSeq]:
+    return [b for b in qmodel.blocks if isinstance(b, QSeq) and b.kind == "mbconv"]
+
+
+class _ChannelStats:
+    """Per-channel min/max and a subsample for percentiles of the tensors fed to a module."""
+
+    def __init__(self):
+        self.cmin = self.cmax = None
+        self.samples: list[torch.Tensor] = []
+
+    def __call__(self, module, args):
+        x = args[0].detach()
+        xc = x.transpose(0, 1).reshape(x.shape[1], -1)
+        mn, mx = xc.min(dim=1).values, xc.max(dim=1).values
+        self.cmin = mn if self.cmin is None else torch.minimum(self.cmin, mn)
+        self.cmax = mx if self.cmax is None else torch.maximum(self.cmax, mx)
+        flat = x.reshape(-1)
+        self.samples.append(flat[torch.randint(0, flat.numel(), (min(flat.numel(), 200_000),))])
+
+
+@torch.no_grad()
+def collect_channel_stats(qmodel: QEfficientViT, batches: Iterable[torch.Tensor]) -> dict:
+    """Stats of the depthwise inputs and projection inputs of every MBConv, on the float model."""
+    stats, hooks = {}, []
+    for blk in mbconvs(qmodel):
+        expand, dw, _ = blk.ops
+        for key, quantizer in ((f"{blk.name}.dw_in", expand.out_q), (f"{blk.name}.proj_in", dw.out_q)):
+            st = stats[key] = _ChannelStats()
+            hooks.append(quantizer.register_forward_pre_hook(st))
+    try:
+        for x in batches:
+            qmodel(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return stats
+
+
+@torch.no_grad()
+def apply_migration(qmodel: QEfficientViT, stats: dict, clip: tuple[float, float] = (0.1, 64.0)) -> None:
+    for blk in mbconvs(qmodel):
+        expand, dw, _ = blk.ops
+        st = stats[f"{blk.name}.dw_in"]
+        cmax = torch.maximum(st.cmax.abs(), st.cmin.abs())
+        pct = torch.quantile(torch.cat(st.samples).abs().float()[:1_000_000], 0.99)
+        r = torch.maximum(pct, cmax.mean()).clamp(min=1e-8)
+        s = (cmax / r).clamp(*clip)
+        expand.out_div = s.clone()
+        dw.weight.mul_(s.view(-1, 1, 1, 1))
+
+
+@torch.no_grad()
+def apply_shift(qmodel: QEfficientViT, stats: dict) -> None:
+    for blk in mbconvs(qmodel):
+        _, dw, _ = blk.ops
+        st = stats[f"{blk.name}.proj_in"]
+        dw.out_q.shift = ((st.cmax + st.cmin) / 2).clone()
+
+
+@torch.no_grad()
+def set_log2_ranges(qmodel: QEfficientViT, batches: Iterable[torch.Tensor], bits: int,
+                    clamp: tuple[int, int] | None) -> dict[str, tuple[int, int]]:
+    """Choose each divisor's exponent window [e_lo, e_lo + 2^bits - 1] (keeping the largest divisors)."""
+    cores = qmodel.attn_cores()
+    for c in cores:
+        c.log2, c.log2_bits = True, bits
+    ranges = {}
+    if clamp is not None:
+        for c in cores:
+            c.e_lo.fill_(clamp[0])
+            ranges[c.name] = tuple(clamp)
+        return ranges
+    for c in cores:
+        c.observe_e, c.e_seen = True, []
+        c.e_lo.fill_(-(2 ** 20))  # unclamped while observing
+        c.log2_bits = 30
+    try:
+        for x in batches:
+            qmodel(x)
+    finally:
+        for c in cores:
+            c.observe_e, c.log2_bits = False, bits
+    for c in cores:
+        if not c.e_seen:
+            raise RuntimeError(f"{c.name}: no positive divisor seen during calibration")
+        lo, hi = min(c.e_seen), max(c.e_seen)
+        e_lo = max(lo, hi - (2 ** bits - 1))
+        c.e_lo.fill_(e_lo)
+        ranges[c.name] = (e_lo, e_lo + 2 ** bits - 1)
+    return ranges
