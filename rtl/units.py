@@ -38,6 +38,11 @@ def _avgpool(cfg: AccelConfig):
     return GlobalAvgPool(cfg)
 
 
+def _layernorm(cfg: AccelConfig):
+    from rtl.layernorm import LayerNorm
+    return LayerNorm(cfg)
+
+
 def _mat_engine(cfg: AccelConfig):
     from rtl.mat_engine import MatEngine
     return MatEngine(cfg)
@@ -58,6 +63,7 @@ UNITS: dict[str, Callable[[AccelConfig], object]] = {
     "residual": _residual,
     "divider": _divider,
     "avgpool": _avgpool,
+    "layernorm": _layernorm,
 }
 
 

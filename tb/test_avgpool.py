@@ -14,11 +14,15 @@ def avgpool_case(cfg, case, images, C, H, W, seed, x_fill=None, z_x=None, gap=0.
     L = cfg.mat_lanes
     z_x = int(rng.integers(0, 256)) if z_x is None else z_x
     if x_fill is None:
-        x = edge_values(rng, images * C * H * W, 0, 255, edges=(z_x,), p_edge=0.2).reshape(images, C, H, W)
+        # per-channel centres, so the means spread over the output range instead of saturating
+        centre = rng.integers(0, 256, (images, C, 1, 1))
+        x = np.clip(centre + rng.integers(-60, 61, (images, C, H, W)), 0, 255)
+        edge = rng.random(x.shape) < 0.1
+        x[edge] = rng.choice([0, 255, z_x], int(edge.sum()))
     else:
         x = np.full((images, C, H, W), x_fill, dtype=np.int64)
-    M, n = ops.quantize_multiplier(float(10 ** rng.uniform(-0.5, 0.5)) / (H * W))
-    z_out = int(rng.integers(0, 256))
+    M, n = ops.quantize_multiplier(float(rng.uniform(0.3, 1.0)) / (H * W))
+    z_out = int(rng.integers(64, 192))
     # channels last, padded to whole lane groups with the zero point (sum 0)
     xc = pad_channels(x.transpose(0, 2, 3, 1).reshape(images, H * W, C), L, z_x)
     Cp = xc.shape[-1]

@@ -12,10 +12,10 @@ FACTORY = "rtl.requant:Requant"
 def make_params(rng, C, out_lo, out_hi):
     """Per-channel M, n, z with the extremes: M = 0 / 2^30 / 2^31-1, n = 0 / 63, z at the range edges."""
     M = edge_values(rng, C, 1 << 30, (1 << 31) - 1, edges=(0,), p_edge=0.2)
-    n = rng.integers(28, 48, C)                       # the range real layers use ...
+    n = rng.integers(45, 54, C)                       # the range real layers use ...
     extreme = rng.random(C) < 0.25                    # ... and the ends of the 6-bit field
     n[extreme] = rng.choice([0, 1, 62, 63], int(extreme.sum()))
-    z = edge_values(rng, C, out_lo, out_hi, p_edge=0.3)
+    z = edge_values(rng, C, out_lo, out_hi, p_edge=0.1)
     return M, n, z
 
 
