@@ -47,8 +47,10 @@ def apply_overrides(cfg: AccelConfig, clock_mhz=None, dram_gbps=None, dsps=None)
 
 
 def run_one(model: str, cfg: AccelConfig, opt: Options | None = None) -> dict:
+    opt = opt or Options()
     res = simulate(cfg, model_layers(model), opt)
     res["model"] = model
+    res["options"] = dict(opt.__dict__)
     return res
 
 
@@ -80,13 +82,18 @@ def cmd_report(argv) -> int:
     ap.add_argument("--units", action="store_true", help="list the integer-unit rows too")
     ap.add_argument("--no-rmac-pointwise", action="store_true",
                     help="keep pointwise convs off the R-MAC array (no engine balancing)")
+    ap.add_argument("--what-if-streamed", action="store_true",
+                    help="NOT the RTL: engines that prefetch weights and overlap command fill/drain "
+                         "(shows how much of the gap to peak is per-command overhead)")
     a = ap.parse_args(argv)
     model = _model(a.model)
     try:
         cfg = apply_overrides(_preset(a.preset), a.clock_mhz, a.dram_gbps, a.dsps)
     except ValueError as e:
         raise SystemExit(f"error: {e}")
-    res = run_one(model, cfg, Options(rmac_pointwise=not a.no_rmac_pointwise))
+    res = run_one(model, cfg, Options(rmac_pointwise=not a.no_rmac_pointwise, streamed=a.what_if_streamed))
+    if a.what_if_streamed:
+        print("WHAT-IF: command overheads hidden (weights prefetched, fill/drain overlapped); not the RTL")
     print("\n".join(report.layer_table(res, units=a.units)))
     print()
     print("\n".join(report.kind_summary(res)))

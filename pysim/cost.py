@@ -15,6 +15,7 @@ drift between the two.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 from rtl.config import AccelConfig
@@ -44,23 +45,31 @@ def tree_depth(cfg: AccelConfig) -> int:
 # (one per cycle); then one input beat per cycle; the result leaves after the
 # multiply stage, T tree levels and the accumulator.  The next command is accepted
 # only when the tile has drained, so tiles add up with no overlap.
-def mat_tile_cycles(cfg: AccelConfig, chunks: int, groups: int, load: bool = True) -> int:
-    """cycles(tile) = 1 + load * chunks + groups * chunks + T + 3 (cmd accepted .. last output)."""
+def mat_tile_cycles(cfg: AccelConfig, chunks: int, groups: int, load: bool = True, streamed: bool = False) -> int:
+    """cycles(tile) = 1 + load * chunks + groups * chunks + T + 3 (cmd accepted .. last output).
+
+    ``streamed`` is a what-if, not the RTL: weights prefetched while the previous
+    tile computes and the drain overlapped with the next tile (groups * chunks).
+    """
     if chunks < 1 or groups < 1:
         raise ValueError(f"MAT tile needs chunks >= 1 and groups >= 1, got chunks={chunks} groups={groups}")
     if chunks > cfg.mat_wbuf_words:
         raise ValueError(f"MAT tile of {chunks} weight words exceeds mat_wbuf_words={cfg.mat_wbuf_words}")
+    if streamed:
+        return groups * chunks
     return 1 + int(load) * chunks + groups * chunks + tree_depth(cfg) + 3
 
 
-def back_to_back(cmd_cycles: list[int]) -> int:
+def back_to_back(cmd_cycles: list[int], streamed: bool = False) -> int:
     """Commands issued back to back: the next command is accepted in the cycle the
     previous one's last output leaves (both engines), so consecutive commands share
     one cycle of the inclusive count."""
-    return sum(cmd_cycles) - max(0, len(cmd_cycles) - 1)
+    return sum(cmd_cycles) - (0 if streamed else max(0, len(cmd_cycles) - 1))
 
 
-def mat_matmul_cycles(cfg: AccelConfig, rows: int, red: int, cols: int, load: bool = True) -> int:
+@functools.lru_cache(maxsize=1 << 16)
+def mat_matmul_cycles(cfg: AccelConfig, rows: int, red: int, cols: int, load: bool = True,
+                      streamed: bool = False) -> int:
     """``rows`` x ``cols`` outputs, each a dot product of length ``red``, as back-to-back tiles
     (rtl/mat_schedule.py's plan).
 
@@ -76,16 +85,17 @@ def mat_matmul_cycles(cfg: AccelConfig, rows: int, red: int, cols: int, load: bo
     groups = cdiv(rows, cfg.replicas)
     full, rest = divmod(chunks, cfg.mat_wbuf_words)
     passes = [cfg.mat_wbuf_words] * full + ([rest] if rest else [])
-    tiles = [mat_tile_cycles(cfg, ch, groups, load) for ch in passes] * cdiv(cols, cfg.mat_lanes)
-    return back_to_back(tiles)
+    tiles = [mat_tile_cycles(cfg, ch, groups, load, streamed) for ch in passes] * cdiv(cols, cfg.mat_lanes)
+    return back_to_back(tiles, streamed)
 
 
 def mat_ideal_cycles(cfg: AccelConfig, macs: int) -> int:
     return cdiv(macs, cfg.mat_multipliers)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def mat_conv_cycles(cfg: AccelConfig, cin: int, cout: int, oh: int, ow: int, k: int = 1,
-                    groups: int = 1) -> int:
+                    groups: int = 1, streamed: bool = False) -> int:
     """Generic / pointwise / grouped convolution: one tile per (conv group, M output channels).
 
     The reduction of a generic conv is the im2col'd (cin/groups) x k x k window;
@@ -94,18 +104,18 @@ def mat_conv_cycles(cfg: AccelConfig, cin: int, cout: int, oh: int, ow: int, k: 
     """
     if cin % groups or cout % groups:
         raise ValueError(f"channels {cin}->{cout} not divisible by groups={groups}")
-    return groups * mat_matmul_cycles(cfg, oh * ow, cin // groups * k * k, cout // groups)
+    return groups * mat_matmul_cycles(cfg, oh * ow, cin // groups * k * k, cout // groups, streamed=streamed)
 
 
-def mat_attn_kv_cycles(cfg: AccelConfig, tokens: int, dim: int) -> int:
+def mat_attn_kv_cycles(cfg: AccelConfig, tokens: int, dim: int, streamed: bool = False) -> int:
     """One head's ``k^T [v | 1]``: rows are the ``dim`` rows of kv, the reduction runs
     over ``tokens``, lanes are the ``dim`` columns of v plus the ones lane (the k-sum)."""
-    return mat_matmul_cycles(cfg, rows=dim, red=tokens, cols=dim + 1)
+    return mat_matmul_cycles(cfg, rows=dim, red=tokens, cols=dim + 1, streamed=streamed)
 
 
-def mat_attn_qkv_cycles(cfg: AccelConfig, tokens: int, dim: int) -> int:
+def mat_attn_qkv_cycles(cfg: AccelConfig, tokens: int, dim: int, streamed: bool = False) -> int:
     """One head's ``q [kv | ks]``: rows are tokens, lanes the ``dim`` kv columns and ks."""
-    return mat_matmul_cycles(cfg, rows=tokens, red=dim, cols=dim + 1)
+    return mat_matmul_cycles(cfg, rows=tokens, red=dim, cols=dim + 1, streamed=streamed)
 
 
 # -------------------------------------------------------------- R-MAC engine --
@@ -116,28 +126,33 @@ def mat_attn_qkv_cycles(cfg: AccelConfig, tokens: int, dim: int) -> int:
 # with rows = ceil(Ho / L) output row groups and xsegs = ceil(Wo / S) segments
 # (depthwise), or kh = K input channels, kw = 1, rows = ceil(P / (L*S)), xsegs = 1
 # (pointwise mode; K must fit the rmac_wbuf_words-deep weight buffer).
-def rmac_cmd_cycles(kh: int, kw: int, rows: int, xsegs: int, load: bool = True) -> int:
+def rmac_cmd_cycles(kh: int, kw: int, rows: int, xsegs: int, load: bool = True, streamed: bool = False) -> int:
+    if streamed:   # what-if: weights prefetched, pipeline overlapped with the next command
+        return rows * xsegs * kh * kw
     return 1 + int(load) * kh * kw + 1 + rows * xsegs * kh * kw + 3
 
 
-def rmac_dw_cycles(cfg: AccelConfig, c: int, oh: int, ow: int, k: int, stride: int = 1) -> int:
+@functools.lru_cache(maxsize=1 << 16)
+def rmac_dw_cycles(cfg: AccelConfig, c: int, oh: int, ow: int, k: int, stride: int = 1,
+                   streamed: bool = False) -> int:
     """Depthwise k x k conv producing ``c`` x ``oh`` x ``ow`` (stride only moves the reads)."""
     if not 1 <= k <= 5 or stride not in (1, 2):
         raise ValueError(f"depthwise conv k={k} stride={stride} not supported by the R-MAC engine (k<=5, stride 1/2)")
-    one = rmac_cmd_cycles(k, k, cdiv(oh, cfg.replicas), cdiv(ow, cfg.rmac_rows))
-    return back_to_back([one] * cdiv(c, cfg.rmac_cols))
+    one = rmac_cmd_cycles(k, k, cdiv(oh, cfg.replicas), cdiv(ow, cfg.rmac_rows), streamed=streamed)
+    return back_to_back([one] * cdiv(c, cfg.rmac_cols), streamed)
 
 
 def rmac_pw_fits(cfg: AccelConfig, cin: int) -> bool:
     return cin <= max(cfg.rmac_wbuf_words, 25)
 
 
-def rmac_pw_cycles(cfg: AccelConfig, cin: int, cout: int, oh: int, ow: int) -> int:
+@functools.lru_cache(maxsize=1 << 16)
+def rmac_pw_cycles(cfg: AccelConfig, cin: int, cout: int, oh: int, ow: int, streamed: bool = False) -> int:
     """Pointwise work on the R-MAC array: L*S pixels x T output channels per pass."""
     if not rmac_pw_fits(cfg, cin):
         raise ValueError(f"R-MAC pointwise with {cin} input channels exceeds rmac_wbuf_words={cfg.rmac_wbuf_words}")
-    one = rmac_cmd_cycles(cin, 1, cdiv(oh * ow, cfg.replicas * cfg.rmac_rows), 1)
-    return back_to_back([one] * cdiv(cout, cfg.rmac_cols))
+    one = rmac_cmd_cycles(cin, 1, cdiv(oh * ow, cfg.replicas * cfg.rmac_rows), 1, streamed=streamed)
+    return back_to_back([one] * cdiv(cout, cfg.rmac_cols), streamed)
 
 
 # --------------------------------------------------------- integer units --

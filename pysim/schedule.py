@@ -166,7 +166,8 @@ def band_rows(oh: int, nb: int) -> list[int]:
     return [r] * (n - 1) + [oh - r * (n - 1)]
 
 
-def mat_layer_cycles(cfg: AccelConfig, lay: Layer, cout: int | None = None, nb: int = 1) -> int:
+def mat_layer_cycles(cfg: AccelConfig, lay: Layer, cout: int | None = None, nb: int = 1,
+                     streamed: bool = False) -> int:
     """Cycles of the MAT engine (all replicas) for ``cout`` output channels of ``lay``,
     computed in ``nb`` row bands (each band reloads the weights of every tile)."""
     if lay.kind in ("pw", "conv", "grouped"):
@@ -176,7 +177,8 @@ def mat_layer_cycles(cfg: AccelConfig, lay: Layer, cout: int | None = None, nb: 
         g = lay.groups
         if g > 1 and cout != lay.cout:
             raise ValueError(f"{lay.name}: grouped conv cannot be split between engines")
-        return sum(cost.mat_conv_cycles(cfg, lay.cin, cout, r, lay.ow, lay.k, g) for r in band_rows(lay.oh, nb))
+        return sum(cost.mat_conv_cycles(cfg, lay.cin, cout, r, lay.ow, lay.k, g, streamed)
+                   for r in band_rows(lay.oh, nb))
     if lay.kind == "linear":
         cout = lay.cout if cout is None else cout
         if cout == 0:
@@ -184,24 +186,26 @@ def mat_layer_cycles(cfg: AccelConfig, lay: Layer, cout: int | None = None, nb: 
         # One input vector: either the vector is the (single) pixel and the weights
         # go to the lanes (1 of L replicas busy), or the weight rows stream in as
         # "pixels" against the vector held as the weights of one lane (1 of M lanes busy).
-        direct = cost.mat_matmul_cycles(cfg, 1, lay.cin, cout)
-        swapped = cost.mat_matmul_cycles(cfg, cout, lay.cin, 1)
+        direct = cost.mat_matmul_cycles(cfg, 1, lay.cin, cout, streamed=streamed)
+        swapped = cost.mat_matmul_cycles(cfg, cout, lay.cin, 1, streamed=streamed)
         return min(direct, swapped)
     if lay.kind == "attn_kv":
-        return lay.heads * cost.mat_attn_kv_cycles(cfg, lay.tokens, lay.dim)
+        return lay.heads * cost.mat_attn_kv_cycles(cfg, lay.tokens, lay.dim, streamed)
     if lay.kind == "attn_qkv":
-        return lay.heads * cost.mat_attn_qkv_cycles(cfg, lay.tokens, lay.dim)
+        return lay.heads * cost.mat_attn_qkv_cycles(cfg, lay.tokens, lay.dim, streamed)
     raise ValueError(f"{lay.name}: kind {lay.kind} does not run on the MAT engine")
 
 
-def rmac_layer_cycles(cfg: AccelConfig, lay: Layer, cout: int | None = None, nb: int = 1) -> int:
+def rmac_layer_cycles(cfg: AccelConfig, lay: Layer, cout: int | None = None, nb: int = 1,
+                      streamed: bool = False) -> int:
     cout = lay.cout if cout is None else cout
     if cout == 0:
         return 0
     if lay.kind == "dw":
-        return sum(cost.rmac_dw_cycles(cfg, lay.cout, r, lay.ow, lay.k, lay.stride) for r in band_rows(lay.oh, nb))
+        return sum(cost.rmac_dw_cycles(cfg, lay.cout, r, lay.ow, lay.k, lay.stride, streamed)
+                   for r in band_rows(lay.oh, nb))
     if lay.kind == "pw":
-        return sum(cost.rmac_pw_cycles(cfg, lay.cin, cout, r, lay.ow) for r in band_rows(lay.oh, nb))
+        return sum(cost.rmac_pw_cycles(cfg, lay.cin, cout, r, lay.ow, streamed) for r in band_rows(lay.oh, nb))
     raise ValueError(f"{lay.name}: kind {lay.kind} does not run on the R-MAC engine")
 
 
@@ -232,6 +236,9 @@ class Options:
     rmac_pointwise: bool = True   # R-MAC takes a share of pointwise convs to balance the engines
     split_steps: int = 16         # granularity of that share
     max_bands: int = 64           # most row bands tried for a fused group
+    # What-if, not the RTL: engines that prefetch the next command's weights and
+    # overlap its pipeline fill with the previous command's drain.
+    streamed: bool = False
 
 
 def _split_cout(cfg: AccelConfig, cout: int, frac: float) -> int:
@@ -267,6 +274,7 @@ def _schedule_group(cfg: AccelConfig, g: Group, opt: Options, in_on_chip: bool, 
     ucyc = {id(u): unit_layer_cycles(cfg, u) for u in g.layers if not u.is_compute}
     pw = [lay for lay in comp if lay.kind == "pw" and cost.rmac_pw_fits(cfg, lay.cin)] if opt.rmac_pointwise else []
     dws = [i for i, lay in enumerate(comp) if lay.kind == "dw"]
+    st = opt.streamed
 
     def evaluate(nb: int, frac: float):
         per = {}
@@ -274,12 +282,12 @@ def _schedule_group(cfg: AccelConfig, g: Group, opt: Options, in_on_chip: bool, 
         for lay in comp:
             units = max([ucyc[id(u)] for u in units_of[id(lay)]], default=0)
             if lay.kind == "dw":
-                m, r, cr = 0, rmac_layer_cycles(cfg, lay, nb=nb), lay.cout
+                m, r, cr = 0, rmac_layer_cycles(cfg, lay, nb=nb, streamed=st), lay.cout
             elif any(lay is q for q in pw):
                 cr = _split_cout(cfg, lay.cout, frac)
-                m, r = mat_layer_cycles(cfg, lay, lay.cout - cr, nb), rmac_layer_cycles(cfg, lay, cr, nb)
+                m, r = mat_layer_cycles(cfg, lay, lay.cout - cr, nb, st), rmac_layer_cycles(cfg, lay, cr, nb, st)
             else:
-                m, r, cr = mat_layer_cycles(cfg, lay, nb=nb), 0, 0
+                m, r, cr = mat_layer_cycles(cfg, lay, nb=nb, streamed=st), 0, 0
             # a layer's units stream behind the engine that produces its outputs
             m_eff = max(m, units) if m else 0
             r_eff = max(r, units) if (r and not m) else r
