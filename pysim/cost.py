@@ -182,11 +182,15 @@ def stream_unit_cycles(unit: str, cfg: AccelConfig, rows: int, channels: int, la
     return stream_beats(rows, channels, lanes or unit_lanes(cfg)) + UNIT_LATENCY[unit]
 
 
-def layernorm_cycles(cfg: AccelConfig, features: int, lanes: int | None = None) -> int:
-    """Not yet in rtl/: two passes over the vector (statistics, normalise) plus a
-    bit-serial isqrt and reciprocal of acc_bits steps each, then a requant."""
-    lanes = lanes or unit_lanes(cfg)
-    return 2 * cdiv(features, lanes) + 2 * cfg.acc_bits + REQUANT_LATENCY
+LAYERNORM_CALC = 1 + 63 + 1 + 31 + 1   # rtl/layernorm.py CALC_CYCLES: variance, division, isqrt, latch
+LAYERNORM_OUT_LATENCY = 7              # rtl/layernorm.py OUT_LATENCY
+
+
+def layernorm_cycles(cfg: AccelConfig, features: int, lanes: int | None = None, tokens: int = 1) -> int:
+    """rtl/layernorm.py, one token after the other: G input beats, the sequential
+    variance / reciprocal / isqrt, then G output beats (G = ceil(features / lanes))."""
+    g = cdiv(features, lanes or unit_lanes(cfg))
+    return tokens * (2 * g + LAYERNORM_CALC + LAYERNORM_OUT_LATENCY)
 
 
 # ------------------------------------------------------------- dispatcher --
@@ -202,12 +206,14 @@ def unit_cycles(unit: str, op: dict, cfg: AccelConfig) -> int:
         if "beats" in op:
             return op["beats"] + UNIT_LATENCY[unit]
         raise KeyError(f"{unit} record op {op} has neither rows/channels nor beats")
+    if unit == "layernorm":
+        return layernorm_cycles(cfg, op["channels"], op.get("lanes"), op.get("tokens", 1))
     if unit == "mat_engine":
         return _mat_record(cfg, op)
     if unit == "rmac_engine":
         return _rmac_record(cfg, op)
     raise KeyError(f"pysim has no cost function for RTL unit {unit!r}; known: "
-                   f"{', '.join(sorted(list(UNIT_LATENCY) + ['mat_engine', 'rmac_engine']))}")
+                   f"{', '.join(sorted(list(UNIT_LATENCY) + ['layernorm', 'mat_engine', 'rmac_engine']))}")
 
 
 def _mat_record(cfg: AccelConfig, op: dict) -> int:
