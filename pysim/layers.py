@@ -231,6 +231,98 @@ def extract_layers(model, img_size: int) -> list[Layer]:
     return out
 
 
+# quant/qmodel.py names the convs of a block by their job; pysim's fusion scopes use timm's.
+_Q_ROLES = {"expand": "inverted_conv", "dw": "depth_conv", "project": "point_conv", "pw": "point_conv"}
+_Q_KINDS = {"depthwise": "dw", "grouped": "grouped", "pointwise": "pw", "conv": "conv"}
+
+
+def extract_qmodel_layers(qmodel, img_size: int) -> list[Layer]:
+    """The layer list of quant/'s fake-quantized model (``quant.qmodel.QEfficientViT``).
+
+    Runs one CPU forward pass (quantizers as they are; only shapes are read) with
+    hooks on its ops: every ``QConv``/``QLinear`` with its output requantizer (and
+    Hardswish), ``QAdd``, ``QPool``, ``QLayerNormHswish`` and each ``QAttnCore``
+    (one per aggregation scale, so the attention appears once per scale).
+    """
+    import torch
+
+    layers: list[Layer] = []
+    handles = []
+
+    def op_hook(mod, inp, out):
+        x = inp[0]
+        cls = type(mod).__name__
+        block, _, tail = mod.name.rpartition(".")
+        role = _Q_ROLES.get(tail, tail)
+        if cls == "QLinear":
+            lay = Layer(name=mod.name, kind="linear", cin=mod.weight.shape[1], cout=mod.weight.shape[0],
+                        macs=mod.weight.numel() * (x.numel() // mod.weight.shape[1]), elements=out.numel(),
+                        weight_bytes=mod.weight.numel(), param_bytes=mod.weight.shape[0] * PARAM_BYTES_PER_CHANNEL,
+                        in_bytes=x.numel(), out_bytes=out.numel(), block=block, role=role)
+        else:
+            cout, cin_g, k, _ = mod.weight.shape
+            _, cin, h, w = x.shape
+            _, _, oh, ow = out.shape
+            lay = Layer(name=mod.name, kind=_Q_KINDS[mod.kind], cin=cin, cout=cout, h=h, w=w, oh=oh, ow=ow, k=k,
+                        stride=mod.stride, groups=mod.groups, macs=out.numel() * cin_g * k * k,
+                        elements=out.numel(), weight_bytes=mod.weight.numel(),
+                        param_bytes=cout * PARAM_BYTES_PER_CHANNEL, in_bytes=x.numel(), out_bytes=out.numel(),
+                        block=block, role=role)
+        layers.append(lay)
+        layers.append(_unit("requant", mod.name + ":requant", out, block, role))
+        if mod.act == "hswish":
+            layers.append(_unit("hswish", mod.name + ":hswish", out, block, role))
+
+    def unit_hook(kind):
+        def hook(mod, inp, out):
+            lay = _unit(kind, mod.name, out, mod.name.rpartition(".")[0], kind)
+            lay.in_bytes = sum(t.numel() for t in inp if torch.is_tensor(t))
+            if kind == "pool":
+                lay.cin = lay.cout = inp[0].shape[1]
+                lay.h, lay.w = inp[0].shape[2], inp[0].shape[3]
+            if kind == "layernorm":
+                layers.append(lay)
+                lay = _unit("hswish", mod.name + ":hswish", out, lay.block, "hswish")
+            layers.append(lay)
+        return hook
+
+    def attn_hook(mod, inp, out):
+        q = inp[0]
+        _, heads, n, d = q.shape
+        dv = d + 1          # the k-sum / divisor column, as the float model's padded v
+        blk = mod.name.rpartition(".")[0]
+        common = dict(heads=heads, tokens=n, dim=d, block=blk)
+        layers.extend([
+            Layer(name=mod.name + ":kv", kind="attn_kv", role="kv", macs=heads * n * d * dv,
+                  elements=heads * d * dv, in_bytes=heads * n * 2 * d, out_bytes=heads * d * dv, **common),
+            Layer(name=mod.name + ":kv_requant", kind="requant", role="kv", elements=heads * d * dv, **common),
+            Layer(name=mod.name + ":qkv", kind="attn_qkv", role="qkv", macs=heads * n * d * dv,
+                  elements=heads * n * dv, in_bytes=heads * n * d, **common),
+            Layer(name=mod.name + ":divide", kind="divide", role="divide", elements=heads * n * d,
+                  out_bytes=heads * n * d, **common)])
+
+    for mod in qmodel.modules():
+        cls = type(mod).__name__
+        if cls in ("QConv", "QLinear"):
+            handles.append(mod.register_forward_hook(op_hook))
+        elif cls == "QAdd":
+            handles.append(mod.register_forward_hook(unit_hook("residual")))
+        elif cls == "QPool":
+            handles.append(mod.register_forward_hook(unit_hook("pool")))
+        elif cls == "QLayerNormHswish":
+            handles.append(mod.register_forward_hook(unit_hook("layernorm")))
+        elif cls == "QAttnCore":
+            handles.append(mod.register_forward_hook(attn_hook))
+    try:
+        with torch.no_grad():
+            qmodel(torch.zeros(1, 3, img_size, img_size))
+    finally:
+        for h in handles:
+            h.remove()
+    # the attention's input tensors are kept (proj is the core's consumer): order as timm's
+    return layers
+
+
 def _unit(kind: str, name: str, out, block: str, role: str) -> Layer:
     shape = tuple(out.shape)
     c = shape[1] if len(shape) > 1 else 1

@@ -82,3 +82,28 @@ def test_every_compute_layer_is_requantized():
 def test_unknown_model_name_lists_valid_ones(bad):
     with pytest.raises(ValueError, match="valid names: b0-r224, b0-r256"):
         L.parse_model_name(bad)
+
+
+def test_quantized_model_gives_the_same_layers():
+    """quant/'s fake-quant model (BN folded, one QAttnCore per scale) yields the same work."""
+    import timm
+    from collections import Counter
+
+    from pysim.schedule import simulate
+    from quant.qmodel import build_qmodel
+    from rtl.config import PRESETS
+
+    torch.manual_seed(0)
+    q = build_qmodel(timm.create_model("efficientvit_b0", pretrained=False))
+    ql = L.extract_qmodel_layers(q, 224)
+    tl = L.model_layers("b0-r224")
+    assert L.total_macs(ql) == L.total_macs(tl)
+    qk, tk = Counter(lay.kind for lay in ql), Counter(lay.kind for lay in tl)
+    blocks = tk["attn_kv"]
+    for kind in ("attn_kv", "attn_qkv", "divide"):   # per scale in quant/, both scales at once in timm
+        assert qk.pop(kind) == 2 * tk.pop(kind)
+    assert qk.pop("requant") == tk.pop("requant") + blocks   # the second core's kv requant
+    assert qk == tk
+    assert sum(lay.weight_bytes for lay in ql) == sum(lay.weight_bytes for lay in tl)
+    r = simulate(PRESETS["paper"], ql)
+    assert r["total_macs"] == L.total_macs(tl) and 0 < r["mac_utilization"] <= 1
