@@ -149,8 +149,10 @@ class RmacEngine(wiring.Component):
             n_iy0.eq(Mux(last_ky & last_xs, iy0 + stepy, iy0)),
         ]
 
-        R = [[[Signal(unsigned(a_bits), name=f"r{l}_{j}_{t}") for t in range(T)] for j in range(WS)]
-             for l in range(L)]
+        # row register of each replica: W_SEG positions x T codes, position 0 at bit 0
+        # (vector-wide statements keep the generated Verilog small for the paper preset)
+        PW = T * a_bits
+        R = [Signal(WS * PW, name=f"row{l}") for l in range(L)]
 
         load_row = Signal()       # an x beat is taken this cycle
         issue = Signal()          # a tap is issued this cycle
@@ -175,12 +177,17 @@ class RmacEngine(wiring.Component):
             with m.State("LOAD"):
                 m.d.comb += [self.wt.ready.eq(1), self.busy.eq(1),
                              wr.addr.eq(tap), wr.data.eq(self.wt.payload), wr.en.eq(self.wt.valid)]
+                # walk (ky, kx) like the compute loop: no kh*kw multiplier needed
                 with m.If(self.wt.valid):
-                    with m.If(tap == cmd.kh * cmd.kw - 1):
-                        m.d.sync += tap.eq(0)
-                        m.next = "ROW"
+                    with m.If(last_kx):
+                        m.d.sync += kx.eq(0)
+                        with m.If(last_ky):
+                            m.d.sync += [tap.eq(0), ky.eq(0)]
+                            m.next = "ROW"
+                        with m.Else():
+                            m.d.sync += [tap.eq(tap + 1), ky.eq(ky + 1)]
                     with m.Else():
-                        m.d.sync += tap.eq(tap + 1)
+                        m.d.sync += [tap.eq(tap + 1), kx.eq(kx + 1)]
             with m.State("ROW"):
                 m.d.comb += [self.busy.eq(1), self.x.ready.eq(1),
                              row_ky.eq(ky), row_ic0.eq(ic0), row_iy0.eq(iy0)]
@@ -225,26 +232,27 @@ class RmacEngine(wiring.Component):
             m.d.comb += r.eq(row_iy0 + Mux(cmd.stride == 2, 2 * l, l) + row_ky)
             row_ok = Signal(name=f"rowok{l}")
             m.d.comb += row_ok.eq(cmd.pw | ((r >= 0) & (r < cmd.h)))
-            for j in range(WS):
-                for t in range(T):
-                    xv = self.x.payload[(l * WS + j) * T + t]
-                    with m.If(load_row):
-                        m.d.sync += R[l][j][t].eq(Mux(row_ok & col_ok[j], xv, cmd.z[t]))
-                    if j + 1 < WS:
-                        with m.Elif(issue):
-                            m.d.sync += R[l][j][t].eq(R[l][j + 1][t])
+            xrow = self.x.payload.as_value()[l * WS * PW:(l + 1) * WS * PW]
+            zv = cmd.z.as_value()
+            with m.If(load_row):
+                m.d.sync += R[l].eq(Cat(*[Mux(row_ok & col_ok[j], xrow[j * PW:(j + 1) * PW], zv)
+                                          for j in range(WS)]))
+            with m.Elif(issue):
+                m.d.sync += R[l].eq(R[l] >> PW)
 
         # --- stage A: PE inputs + weight read -------------------------------------------------
-        xa = [[[Signal(unsigned(a_bits), name=f"xa{l}_{s}_{t}") for t in range(T)] for s in range(S)]
-              for l in range(L)]
+        xa_vec = [[Signal(PW, name=f"xa{l}_{s}") for s in range(S)] for l in range(L)]
         m.d.comb += [rd.addr.eq(tap), rd.en.eq(en)]
         with m.If(en):
             m.d.sync += [va.eq(issue), fa.eq(tap == 0), la.eq(last_kx & last_ky)]
             for l in range(L):
                 for s in range(S):
-                    for t in range(T):
-                        dw = Mux(cmd.stride == 2, R[l][min(2 * s, WS - 1)][t], R[l][s][t])
-                        m.d.sync += xa[l][s][t].eq(Mux(cmd.pw, R[l][s][0], dw))
+                    pos = lambda j: R[l][j * PW:(j + 1) * PW]
+                    dw = Mux(cmd.stride == 2, pos(min(2 * s, WS - 1)), pos(s))
+                    bcast = Cat(*[R[l][s * PW:s * PW + a_bits]] * T)   # pointwise: channel 0 to all PEs
+                    m.d.sync += xa_vec[l][s].eq(Mux(cmd.pw, bcast, dw))
+        xa = [[[xa_vec[l][s][t * a_bits:(t + 1) * a_bits] for t in range(T)] for s in range(S)]
+              for l in range(L)]
 
         # --- stage B: products ------------------------------------------------------------------
         pshape = signed(a_bits + cfg.weight_bits + 1)

