@@ -18,6 +18,15 @@ def cmd_widths(args) -> int:
         out.mkdir(parents=True, exist_ok=True)
         (out / "widths.json").write_text(json.dumps(dict(resolution=args.resolution, rows=rows), indent=1))
         (out / "widths.md").write_text(text + "\n")
+    if args.spec:
+        spec = Path(args.spec)
+        t = spec.read_text()
+        begin, end = "<!-- widths:begin", "<!-- widths:end -->"
+        if begin not in t or end not in t:
+            raise SystemExit(f"{spec}: markers {begin} ... {end} not found")
+        a = t.index("\n", t.index(begin)) + 1
+        spec.write_text(t[:a] + text + "\n" + t[t.index(end):])
+        print(f"rewrote the width table in {spec}")
     worst = max(r["raw_bits"] for r in rows if "64-bit" not in r["kind"])
     print(f"\nwidest 32-bit accumulator need: {worst} bits (raw partial sums, bias excluded)")
     return 0 if worst <= 32 else 1
@@ -30,6 +39,7 @@ def main(argv=None) -> int:
     w.add_argument("--models", default="B0,B1,B2,B3", help="comma-separated, e.g. B0,B3")
     w.add_argument("--resolution", type=int, default=288)
     w.add_argument("--out", default=None, help="also write widths.json / widths.md here")
+    w.add_argument("--spec", default=None, help="rewrite the table between the widths markers of this SPEC.md")
     w.set_defaults(fn=cmd_widths)
     args = ap.parse_args(argv)
     return args.fn(args)

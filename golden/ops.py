@@ -38,8 +38,8 @@ MULT_BITS = 31       # requantization multiplier magnitude, normalised to [2^30,
 SHIFT_MAX = 63       # right shifts are 6-bit: 0..63
 LN_G_BITS = 16       # LayerNorm per-channel signed multiplier (|G| < 2^15)
 LN_B_BITS = 48       # LayerNorm per-channel bias at the shifted scale
-LN_FRAC_BITS = 10    # fractional bits of the normalised LayerNorm value y
-LN_RECIP_SHIFT = 62  # R = isqrt(2^62 // V) ~ 2^31 / sqrt(V)
+LN_FRAC_BITS = 10    # fractional bits of the normalised LayerNorm value y (the accelerator's unit)
+LN_RECIP_BITS = 31   # R = isqrt(2^62 // V) ~ 2^31 / sqrt(V) (the accelerator's unit; 47 is finer)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -442,12 +442,13 @@ def isqrt(x) -> np.ndarray:
 
 
 def layernorm(x, z_x, eps_int, G, B, n_g, z_out, lo: int = 0, hi: int = 255,
-              frac_bits: int = LN_FRAC_BITS) -> np.ndarray:
+              frac_bits: int = LN_FRAC_BITS, recip_bits: int = LN_RECIP_BITS) -> np.ndarray:
     """SPEC 7: integer LayerNorm over the last axis (C channels) of a per-tensor quantized input.
 
     ``d = x - z_x``; ``S1 = sum d``; ``V = C sum d^2 - S1^2 + eps_int`` (int64);
-    ``R = isqrt(2^62 // max(V, 1))`` (~ 2^31 / sqrt(V));
-    ``y = rshift_round((C d - S1) R, 31 - frac_bits)`` (normalised value, frac_bits fractional bits);
+    ``R = isqrt(2^(2K) // max(V, 1))`` with ``K = recip_bits`` (~ 2^K / sqrt(V); one per token,
+    exact integer arithmetic); ``y = rshift_round((C d - S1) R, K - frac_bits)`` (normalised
+    value with frac_bits fractional bits);
     ``out[c] = clamp(z_out + rshift_round(y G[c] + B[c], n_g[c]), lo, hi)`` with
     ``G`` signed 16-bit ~ gamma/s_out 2^(n_g - frac_bits), ``B`` 48-bit ~ beta/s_out 2^n_g
     (``layernorm_params`` derives them).
@@ -464,16 +465,20 @@ def layernorm(x, z_x, eps_int, G, B, n_g, z_out, lo: int = 0, hi: int = 255,
     _check_acc(B, LN_B_BITS, "layernorm: B")
     _check_range(n, 0, SHIFT_MAX, "layernorm: n_g")
     _check_range(eps_int, 0, 1 << 40, "layernorm: eps_int")
-    if not 0 <= frac_bits <= 31:
-        raise ValueError(f"layernorm: frac_bits must be in [0, 31], got {frac_bits}")
+    if not 16 <= recip_bits <= 47:
+        raise ValueError(f"layernorm: recip_bits must be in [16, 47], got {recip_bits}")
+    if not 0 <= frac_bits <= recip_bits:
+        raise ValueError(f"layernorm: frac_bits must be in [0, recip_bits={recip_bits}], got {frac_bits}")
     C = x.shape[-1]
     d = x - z
     s1 = d.sum(axis=-1, keepdims=True)
     v = C * (d * d).sum(axis=-1, keepdims=True) - s1 * s1 + eps_int
     _check_range(v, 0, (1 << 62) - 1, "layernorm: variance term V")
-    r = isqrt((np.int64(1) << np.int64(LN_RECIP_SHIFT)) // np.maximum(v, 1))
+    # the reciprocal square root is one scalar per token: computed on Python integers (exact)
+    num = 1 << (2 * recip_bits)
+    r = np.array([math.isqrt(num // max(int(vv), 1)) for vv in v.ravel()], dtype=np.int64).reshape(v.shape)
     t = C * d - s1
-    y = rshift_round(t * r, 31 - frac_bits)
+    y = rshift_round(t * r, recip_bits - frac_bits)
     acc = y * G + B
     _check_acc(acc, LN_B_BITS + 1, "layernorm: y*G + B")
     return np.clip(zo + rshift_round(acc, n), lo, hi)

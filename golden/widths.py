@@ -117,7 +117,7 @@ def products(layers: list[dict]) -> list[Product]:
             # V = C sum d^2 - (sum d)^2 <= C^2 255^2 / ... (bounded by C * C * 255^2); int64 in the LN unit
             keep(Product("layernorm C*sum(d^2) (64-bit unit)", L["name"], C, C * C * A_MAX * A_MAX,
                          C * C * A_MAX * A_MAX))
-            # y = normalised value with 10 fractional bits: |y| <= sqrt(C - 1) 2^10
+            # y = normalised value with 10 fractional bits (K = 31, F = 10): |y| <= sqrt(C - 1) 2^10
             ymax = (math.isqrt(C - 1) + 1) << 10
             keep(Product("layernorm y (normalised, Q.10)", L["name"], C, ymax, ymax))
     # fixed-width elementwise products (independent of the model)

@@ -422,16 +422,16 @@ def test_isqrt_squares_edges():
     assert ops.isqrt(np.array(vals)).tolist() == [math.isqrt(v) for v in vals]
 
 
-def ln_reference(x, z, eps_int, G, B, n, zo, frac_bits=10):
+def ln_reference(x, z, eps_int, G, B, n, zo, frac_bits=10, recip_bits=31):
     """SPEC 7 element by element with Python integers."""
     C = len(x)
     d = [int(v) - z for v in x]
     s1 = sum(d)
     V = C * sum(t * t for t in d) - s1 * s1 + eps_int
-    R = math.isqrt((1 << 62) // max(V, 1))
+    R = math.isqrt((1 << (2 * recip_bits)) // max(V, 1))
     out = []
     for c in range(C):
-        y = rhu(Fraction((C * d[c] - s1) * R, 1 << (31 - frac_bits)))
+        y = rhu(Fraction((C * d[c] - s1) * R, 1 << (recip_bits - frac_bits)))
         out.append(clamp(zo + rhu(Fraction(y * int(G[c]) + int(B[c]), 1 << int(n[c]))), 0, 255))
     return out
 
@@ -464,12 +464,17 @@ def test_layernorm_exact_and_within_one_lsb_of_float(case, zo):
     eps_int, G, B, n = ops.layernorm_params(gamma, beta, s_x, s_out, eps)
     got = ops.layernorm(x[None], z, eps_int, G, B, n, zo)[0]
     assert got.tolist() == ln_reference(x, z, int(eps_int), G, B, n, zo)
+    # the finer variant (K = 47, 16 fractional bits) is exact against the same definition too
+    eps_f, G_f, B_f, n_f = ops.layernorm_params(gamma, beta, s_x, s_out, eps, frac_bits=16)
+    fine = ops.layernorm(x[None], z, eps_f, G_f, B_f, n_f, zo, frac_bits=16, recip_bits=47)[0]
+    assert fine.tolist() == ln_reference(x, z, int(eps_f), G_f, B_f, n_f, zo, 16, 47)
     # float definition on the dequantized input; the integer eps is the rounded eps
     xr = s_x * (x - z).astype(np.float64)
     var = xr.var()
     y = (xr - xr.mean()) / np.sqrt(var + eps)
     want = np.clip(zo + (gamma * y + beta) / s_out, 0, 255)
     assert np.abs(got - want).max() <= 1.0, (got, want)
+    assert np.abs(fine - want).max() <= 1.0, (fine, want)
 
 
 @SET
