@@ -154,3 +154,19 @@ def test_mat_engine_fast(preset):
 @pytest.mark.parametrize("preset", ["tiny", "small"])
 def test_mat_engine_full(preset):
     assert _run(preset, full=True, seed=23) >= 1000
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_mat_engine_paper_pointwise():
+    """The paper's budget ((8x8) x 16 MAT multipliers): one pointwise layer, bit-exact, cycles recorded."""
+    cfg = PRESETS["paper"]
+    rng = np.random.default_rng(3)
+    o, a = [], {}
+    pointwise(o, a, cfg, rng, 96, 8, 16, 24)
+    res = run_cocotb(unit="mat_engine", make=lambda: MatEngine(cfg), config=cfg,
+                     module="tb.engine_cocotb", case="paper_pointwise",
+                     params={"ops": o, "gap": 0.2, "backpressure": 0.2, "wport": "w",
+                             "engine": "rtl.mat_engine:MatEngine"}, arrays=a, seed=3)
+    tiles = o[0]["tiles"]
+    assert res["cycles"][o[0]["name"]] == sum(MatEngine.tile_cycles(cfg, c, g) for c, g in tiles) - (len(tiles) - 1)
