@@ -1,38 +1,117 @@
-"""Fake-quant model -> integer model: int8 weights, int32 folded biases, (M, n) multipliers, zero points,
+"""quantized.pt -> integer model: int8 weights, int32 folded biases, (M, n) multipliers, zero points,
 hardswish knees, log2 windows, LayerNorm integers (golden/SPEC.md sections 1-8, 10).
 
-The integer model is plain data: nested dicts and lists of numpy integer
-arrays and Python ints (no float survives conversion), so golden/execute.py
-runs it with golden/ops.py only.
+Input: the flat graph of ``quantized.pt`` (format: docs/quantized_format.md,
+written by quant/export.py): ``tensors`` (scale and zero point of every stored
+tensor) and ``nodes`` (ops in execution order).  ``read_ir`` checks the
+format, the version and every field golden/ uses, naming the one missing.
 
-Sources:
-* ``from_qmodel(qmodel)``: an in-memory ``quant.qmodel.QEfficientViT``
-  (quantizers calibrated and enabled);
-* ``load_quantized(path)``: a ``quantized.pt`` written by quant/export.py
-  (format: docs/quantized_format.md), checked for format and version.
-
-Every real factor becomes an ``(M, n)`` pair by ``ops.quantize_multiplier``;
-every conversion that is not exact with respect to the fake-quant model is
-listed in ``model["notes"]`` (e.g. the stem's per-input-channel scales).
+Output: the integer model, plain data: ``{"version", "num_classes",
+"resolution", "graph_input", "graph_output", "input_z", "nodes", "notes"}``
+where every node holds numpy integer arrays and Python ints only, so
+golden/execute.py runs it with golden/ops.py and nothing else.  Every real
+factor becomes ``(M, n)`` by ``ops.quantize_multiplier``; every conversion
+that is not exact with respect to the fake-quant model is listed in
+``notes`` (e.g. the stem's per-input-channel scales).
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
 from . import ops
 
 INT_MODEL_VERSION = 1
+IR_FORMAT = "triovit-quantized"
+IR_VERSION = 1
+MAC_OPS = ("conv", "pointwise", "depthwise", "grouped", "linear")
+NODE_FIELDS = {
+    "mac": ("name", "input", "output", "act", "weight_codes", "weight_scale", "weight_zero_point", "bias",
+            "out_div"),
+    "conv": ("stride", "padding", "groups"),
+    "add": ("name", "inputs", "output"),
+    "attention": ("name", "input", "output", "out_channel_offset", "heads", "dim", "kv", "ks", "log2",
+                  "log2_bits", "e_lo"),
+    "avgpool": ("name", "input", "output"),
+    "layernorm_hswish": ("name", "input", "output", "pre", "weight", "bias", "eps"),
+}
+TENSOR_FIELDS = ("bits", "signed", "scale", "zero_point", "enabled")
+
+
+class Notes(list):
+    """Conversion notes (strings), plus each MAC's float accumulator scale for diagnostics only
+    (``acc_scales``; never part of the integer model)."""
+
+    def __init__(self):
+        super().__init__()
+        self.acc_scales: dict[str, np.ndarray] = {}
+
+
+# --------------------------------------------------------------------------- reading the IR
+def read_ir(path_or_obj) -> dict:
+    """Load ``quantized.pt`` (or take its dict) and check what golden/ needs, naming any missing field."""
+    if isinstance(path_or_obj, dict):
+        obj, where = path_or_obj, "quantized model"
+    else:
+        import torch
+        p = Path(path_or_obj)
+        if not p.is_file():
+            raise FileNotFoundError(f"{p} not found; produce it with `python main_imagenet.py ... --output DIR` "
+                                    "(it writes DIR/quantized.pt)")
+        try:
+            obj = torch.load(p, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
+            raise ValueError(f"{p} is not a readable quantized.pt: {e}") from None
+        where = str(p)
+    if not isinstance(obj, dict) or obj.get("format") != IR_FORMAT:
+        got = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
+        raise ValueError(f"{where}: not a {IR_FORMAT} file (format field: {got!r})")
+    if obj.get("version") != IR_VERSION:
+        raise ValueError(f"{where}: format version {obj.get('version')!r}; golden/ reads version {IR_VERSION} "
+                         "(docs/quantized_format.md); re-export it or update golden/convert.py")
+    for key in ("model", "num_classes", "input_size", "recipe", "tensors", "nodes", "graph_input", "graph_output"):
+        if key not in obj:
+            raise ValueError(f"{where}: missing field {key!r} (docs/quantized_format.md)")
+    if obj["recipe"] != "hardware":
+        raise ValueError(f"{where}: recipe {obj['recipe']!r}; golden/ runs the hardware recipe only (symmetric "
+                         "weights, golden/SPEC.md section 0): quantize without --recipe reference")
+    for i, node in enumerate(obj["nodes"]):
+        op = node.get("op")
+        kind = "mac" if op in MAC_OPS else op
+        if kind not in NODE_FIELDS:
+            raise ValueError(f"{where}: node {i} ({node.get('name')!r}) has op {op!r}, which golden/ does not know")
+        need = NODE_FIELDS[kind] + (NODE_FIELDS["conv"] if kind == "mac" and op != "linear" else ())
+        for key in need:
+            if key not in node:
+                raise ValueError(f"{where}: node {i} ({node.get('name')!r}, op {op}) is missing field {key!r}")
+    for name, t in obj["tensors"].items():
+        for key in TENSOR_FIELDS:
+            if key not in t:
+                raise ValueError(f"{where}: tensor {name!r} is missing field {key!r}")
+    return obj
 
 
 # --------------------------------------------------------------------------- small helpers
 def _np(t) -> np.ndarray:
-    """A torch tensor (or array) as float64 numpy."""
+    """A torch tensor (or array / number) as float64 numpy."""
     if hasattr(t, "detach"):
         t = t.detach().cpu().double().numpy()
     return np.asarray(t, dtype=np.float64)
 
 
-def _int_round(a) -> np.ndarray:
+def _int(t) -> np.ndarray:
+    if hasattr(t, "detach"):
+        t = t.detach().cpu().numpy()
+    a = np.asarray(t)
+    if a.dtype.kind == "f":
+        if not np.all(a == np.round(a)):
+            raise ValueError("expected integer codes, got non-integer values")
+        a = np.round(a)
+    return a.astype(np.int64)
+
+
+def _round(a) -> np.ndarray:
     """Round half up to int64 (the converter's one rounding rule, like rshift_round)."""
     return np.floor(np.asarray(a, dtype=np.float64) + 0.5).astype(np.int64)
 
@@ -44,192 +123,15 @@ def _mults(reals, what: str) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"{what}: {e}") from None
 
 
-def act_params(q, channels: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Scale (float) and integer zero point of an ActQuantizer, per channel when ``channels`` is given.
-
-    Filter-wise shifting's per-channel offset is included in the zero point.
-    """
-    if not q.enabled:
-        raise ValueError(f"activation quantizer {q.name} is disabled: golden/ needs a fully quantized model")
-    s = np.abs(_np(q.scale))
-    z = _np(q.zero_point)
-    if q.channel_index.numel():
-        idx = q.channel_index.cpu().numpy()
-        s, z = s[idx], z[idx]
-    elif channels is not None and q.groups == 1:
-        s, z = np.full(channels, s[0]), np.full(channels, z[0])
-    zi = _int_round(z)
-    if q.shift.numel():
-        sh = _np(q.shift)
-        s = np.broadcast_to(s, sh.shape).copy()
-        zi = np.broadcast_to(zi, sh.shape) - _int_round(sh / s)
-    return s, zi
-
-
-def _scalar(a: np.ndarray, what: str):
-    a = np.asarray(a)
-    if a.size and np.all(a == a.flat[0]):
-        return a.flat[0]
-    raise ValueError(f"{what} must be one value per tensor, got {a.size} different values")
-
-
-# --------------------------------------------------------------------------- ops
-class Notes(list):
-    """Conversion notes (strings), plus each MAC's float accumulator scale for diagnostics only
-    (``acc_scales``; never part of the integer model)."""
-
-    def __init__(self):
-        super().__init__()
-        self.acc_scales: dict[str, np.ndarray] = {}
-
-
-def conv_node(op, s_x: np.ndarray, z_x: np.ndarray, notes: Notes, kind: str = "conv") -> dict:
-    """One QConv/QLinear: integer weights, folded bias, and its output stage (requant or hardswish)."""
-    if op.wq is None or not op.wq.enabled:
-        raise ValueError(f"{op.name}: weights are not quantized")
-    if bool((op.wq.zero_point != 0).any()):
-        raise ValueError(f"{op.name}: asymmetric weights (the reference recipe); golden/ runs the hardware "
-                         "recipe only (symmetric weights, see golden/SPEC.md section 0)")
-    w = _int_round(_np(op.wq.codes(op.weight)))
-    s_w = np.abs(_np(op.wq.scale)).reshape(-1)
-    if s_w.size == 1:
-        s_w = np.full(w.shape[0], s_w[0])
-    bias = _np(op.bias)
-    cout = w.shape[0]
-    groups = getattr(op, "groups", 1)
-    cin = w.shape[1] * groups
-    s_x = np.broadcast_to(np.asarray(s_x, dtype=np.float64), (cin,))
-    # the accumulator of output channel c has scale s_in(c) * s_w[c]: s_in must be uniform over
-    # the input channels that c sums (per-tensor, depthwise, or uniform per group)
-    per_group = s_x.reshape(groups, -1)
-    if np.all(per_group == per_group[:, :1]):
-        s_in = np.repeat(per_group[:, 0], cout // groups)
-    else:
-        # per-input-channel scales meeting one filter (the stem's normalisation): fold them into the
-        # weights against the group's largest scale and re-round the codes (not exact w.r.t. fake quant)
-        ref = per_group.max(axis=1)                              # (groups,)
-        ratio = per_group / ref[:, None]                         # (groups, cin_g), <= 1: codes stay in range
-        r_c = ratio[np.arange(cout) // (cout // groups)]         # (cout, cin_g)
-        w = _int_round(w * (r_c[:, :, None, None] if w.ndim == 4 else r_c))
-        s_in = np.repeat(ref, cout // groups)
-        notes.append(f"{op.name}: per-input-channel input scales folded into the weights and the codes "
-                     "re-rounded (the fake-quant model quantizes the weights before this fold)")
-    s_acc = s_in * s_w
-    notes.acc_scales[op.name] = s_acc
-    b_int = _int_round(bias / s_acc)
-    z_x = np.asarray(z_x, dtype=np.int64)
-    z_fold = z_x if z_x.ndim == 0 or not np.all(z_x == z_x.flat[0]) else z_x.flat[0]
-    node = dict(name=op.name, kind=kind, w=w.astype(np.int8), bias=ops.fold_bias(b_int, w, z_fold, groups),
-                z_x=np.asarray(z_fold, dtype=np.int64))
-    if kind == "conv":
-        node.update(stride=_sq(op.stride, op.name), padding=_sq(op.padding, op.name), groups=int(groups))
-    # output stage
-    s_out, z_out = act_params(op.out_q, cout)
-    div = _np(op.out_div) if op.out_div.numel() else np.ones(cout)
-    if op.act == "hswish":
-        s_p, z_p = act_params(op.pre_q)
-        s_p, z_p = float(s_p[0]), int(z_p[0])
-        node["pre"] = dict(zip(("M", "n"), _mults(s_acc / s_p, f"{op.name} pre-activation requant")))
-        node["pre"]["z"] = np.int64(z_p)
-        node["hswish"] = dict(t3=np.int64(max(ops.hardswish_t3(s_p), 1)), z_p=np.int64(z_p))
-        node["hswish"].update(zip(("M", "n"), _mults(s_p * s_p / (6.0 * div * s_out), f"{op.name} hardswish")))
-        node["hswish"]["z_out"] = z_out.astype(np.int64)
-    elif op.act is None:
-        node["requant"] = dict(zip(("M", "n"), _mults(s_acc / (div * s_out), f"{op.name} requant")))
-        node["requant"]["z_out"] = z_out.astype(np.int64)
-        lo, hi = op.out_q.code_range
-        node["requant"].update(lo=int(lo), hi=int(hi))
-    else:
-        raise ValueError(f"{op.name}: activation {op.act!r} has no integer unit")
-    # the consumer sees scale s_out: migration's 1/div is already inside its (multiplied) filters
-    return node, s_out, z_out
-
-
-def add_node(add, s_a, z_a, s_b, z_b) -> tuple[dict, float, np.ndarray]:
-    s_o, z_o = act_params(add.out_q)
-    s_a, s_b, s_o = (float(_scalar(v, f"{add.name}: scale")) for v in (s_a, s_b, s_o))
-    Ma, Mb, n = ops.quantize_multiplier_pair(s_a / s_o, s_b / s_o)
-    node = dict(name=add.name, z_a=np.int64(_scalar(z_a, f"{add.name}: z_a")),
-                z_b=np.int64(_scalar(z_b, f"{add.name}: z_b")), Ma=np.int64(Ma), Mb=np.int64(Mb), n=np.int64(n),
-                z_out=np.int64(z_o[0]))
-    return node, s_o, z_o
-
-
-def core_node(core, s_q, z_q, s_k, z_k, s_v, z_v, s_o) -> dict:
-    """One QAttnCore (all heads of one branch): kv / ks requant, log2 window, output multipliers."""
-    if not core.log2:
-        raise ValueError(f"{core.name}: the divisor is not log2-quantized; the accelerator only divides by shifts "
-                         "(quantize with the log2 technique on)")
-    H, d = core.heads, core.dim
-    s_kv = np.abs(_np(core.kv_q.scale)).reshape(H, d)
-    if bool((core.kv_q.zero_point != 0).any()):
-        raise ValueError(f"{core.name}: kv quantizer has a nonzero zero point (must be symmetric)")
-    s_ks = np.abs(_np(core.ks_q.scale)).reshape(H)
-    if bool((core.ks_q.zero_point != 0).any()):
-        raise ValueError(f"{core.name}: k-sum quantizer has a nonzero zero point (must be 0: values >= 0)")
-    M_kv, n_kv = _mults(s_k * s_v / s_kv, f"{core.name} kv requant")
-    M_ks, n_ks = _mults(s_k / s_ks, f"{core.name} k-sum requant")
-    M_o, n_o = _mults(s_kv / (s_ks[:, None] * s_o), f"{core.name} output (divide) requant")
-    e_lo = int(core.e_lo)
-    bits = int(core.log2_bits)
-    if int(n_o.min()) + e_lo < 0 or int(n_o.max()) + e_lo + (1 << bits) - 1 > ops.SHIFT_MAX:
-        raise ValueError(f"{core.name}: output shifts n_o in [{int(n_o.min())}, {int(n_o.max())}] with the log2 "
-                         f"window [{e_lo}, {e_lo + (1 << bits) - 1}] leave [0, {ops.SHIFT_MAX}]")
-    return dict(name=core.name, heads=H, dim=d, z_q=np.int64(z_q), z_k=np.int64(z_k), z_v=np.int64(z_v),
-                M_kv=M_kv.reshape(H, 1, d), n_kv=n_kv.reshape(H, 1, d), M_ks=M_ks.reshape(H, 1),
-                n_ks=n_ks.reshape(H, 1), M_o=M_o.reshape(H, 1, d), n_o=n_o.reshape(H, 1, d), e_lo=np.int64(e_lo),
-                code_bits=bits)
-
-
-# --------------------------------------------------------------------------- blocks
-def from_qmodel(qm, resolution: int, notes: Notes | None = None) -> dict:
-    """Convert a calibrated ``QEfficientViT`` (quantizers enabled) for ``resolution`` x ``resolution`` images."""
-    from quant.qmodel import QHead, QLiteMLA, QSeq
-    notes = Notes() if notes is None else notes
-    s_x, z_x = act_params(qm.input_q)                      # per channel (3,)
-    model = dict(version=INT_MODEL_VERSION, num_classes=int(qm.num_classes), resolution=int(resolution),
-                 input=dict(z=z_x.astype(np.int64)), blocks=[], notes=list(notes))
-    hw = [int(resolution)]                                  # spatial size, tracked for the pool multiplier
-    for blk in qm.blocks:
-        if isinstance(blk, QSeq):
-            s_in, z_in = s_x, z_x
-            convs = []
-            for op in blk.ops:
-                node, s_x, z_x = conv_node(op, s_x, z_x, notes)
-                convs.append(node)
-                hw[0] = _out_size(hw[0], op)
-            b = dict(kind="seq", name=blk.name, convs=convs, add=None)
-            if blk.add is not None:
-                b["add"], s_x, z_x = add_node(blk.add, s_x, z_x, s_in, z_in)
-            model["blocks"].append(b)
-        elif isinstance(blk, QLiteMLA):
-            s_in, z_in = s_x, z_x
-            qkv, s1, z1 = conv_node(blk.qkv, s_x, z_x, notes)
-            agg_dw, s2, z2 = conv_node(blk.agg_dw, s1, z1, notes)
-            agg_pw, s3, z3 = conv_node(blk.agg_pw, s2, z2, notes)
-            s_o, z_o = act_params(blk.attn_q)
-            s_o, z_o = float(s_o[0]), int(z_o[0])
-            d = blk.dim
-            cores = []
-            for core, (s, z) in zip(blk.cores, ((s1, z1), (s3, z3))):
-                # per q/k/v group: the first head's q, k, v channels carry the group's scale
-                sq, sk, sv = (float(s[i * d]) for i in range(3))
-                zq, zk, zv = (int(z[i * d]) for i in range(3))
-                cores.append(core_node(core, sq, zq, sk, zk, sv, zv, s_o))
-            proj, sp, zp = conv_node(blk.proj, np.float64(s_o), np.int64(z_o), notes)
-            add, s_x, z_x = add_node(blk.add, sp, zp, s_in, z_in)
-            model["blocks"].append(dict(kind="mla", name=blk.name, dim=d, qkv=qkv, agg_dw=agg_dw, agg_pw=agg_pw,
-                                        cores=cores, z_attn=np.int64(z_o), proj=proj, add=add))
-        elif isinstance(blk, QHead):
-            model["blocks"].append(head_block(blk, s_x, z_x, notes, hw[0] * hw[0]))
-        else:
-            raise ValueError(f"block {type(blk).__name__} has no integer mapping")
-    model["notes"] = list(notes)
-    return model
+def _uniform(a, what: str):
+    a = np.asarray(a).reshape(-1)
+    if a.size and np.all(a == a[0]):
+        return a[0]
+    raise ValueError(f"{what} must be one value per tensor, got {len(np.unique(a))} different values")
 
 
 def _sq(v, name: str) -> int:
-    """A square stride / padding as one int (tuples from nn.Conv2d must be equal)."""
+    """A square stride / padding as one int (tuples must be equal)."""
     if isinstance(v, (tuple, list)):
         if len(set(v)) != 1:
             raise ValueError(f"{name}: non-square stride/padding {v} is not supported")
@@ -237,29 +139,211 @@ def _sq(v, name: str) -> int:
     return int(v)
 
 
-def _out_size(h: int, op) -> int:
-    k = op.weight.shape[-1]
-    return (h + 2 * _sq(op.padding, op.name) - k) // _sq(op.stride, op.name) + 1
+class _Tensors:
+    """Scale and zero point of the IR's tensors, expanded per channel where asked."""
+
+    def __init__(self, tensors: dict):
+        self.t = tensors
+
+    def get(self, name: str, channels: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        if name not in self.t:
+            raise ValueError(f"tensor {name!r} is used by a node but not described in `tensors`")
+        e = self.t[name]
+        if not e["enabled"]:
+            raise ValueError(f"tensor {name!r} is not quantized (enabled=False): golden/ needs a fully quantized "
+                             "model (quantize with activation quantization on)")
+        s, z = np.abs(_np(e["scale"])), _int(e["zero_point"])
+        if channels is not None:
+            s = np.broadcast_to(s.reshape(-1) if s.size > 1 else s.reshape(()), (channels,)).copy()
+            z = np.broadcast_to(z.reshape(-1) if z.size > 1 else z.reshape(()), (channels,)).copy()
+        return s, z
+
+    def entry(self, name: str) -> dict:
+        return self.t[name]
 
 
-def head_block(h, s_x, z_x, notes, hw: int) -> dict:
-    in_conv, s1, z1 = conv_node(h.in_conv, s_x, z_x, notes)
-    s1 = float(_scalar(s1, "head input scale"))
-    s_pool, z_pool = act_params(h.pool.out_q)
-    s_pool, z_pool = float(s_pool[0]), int(z_pool[0])
-    M, n = ops.quantize_multiplier(s1 / (hw * s_pool))
-    pool = dict(name=h.pool.name, hw=int(hw), z_x=np.int64(_scalar(z1, "head.pool: z_x")), M=np.int64(M),
-                n=np.int64(n), z_out=np.int64(z_pool))
-    fc1, s2, z2 = conv_node(h.fc1, np.float64(s_pool), np.int64(z_pool), notes, kind="linear")
-    s2, z2 = float(_scalar(s2, "fc1 output scale")), int(_scalar(z2, "fc1 zero point"))
-    s_pre, z_pre = act_params(h.ln.pre_q)
-    s_pre, z_pre = float(s_pre[0]), int(z_pre[0])
-    s_ln, z_ln = act_params(h.ln.out_q)
-    s_ln, z_ln = float(s_ln[0]), int(z_ln[0])
-    eps_int, G, B, n_g = ops.layernorm_params(_np(h.ln.weight), _np(h.ln.bias), s2, s_pre, float(h.ln.eps))
-    M, n = ops.quantize_multiplier(s_pre * s_pre / (6.0 * s_ln))
-    ln = dict(name=h.ln.name, z_x=np.int64(z2), eps_int=np.int64(eps_int), G=G, B=B, n_g=n_g, z_pre=np.int64(z_pre),
-              t3=np.int64(ops.hardswish_t3(s_pre)), M=np.int64(M), n=np.int64(n), z_out=np.int64(z_ln))
-    fc2, _, _ = conv_node(h.fc2, np.float64(s_ln), np.int64(z_ln), notes, kind="linear")
-    fc2["logits_bits"] = int(h.fc2.out_q.bits)
-    return dict(kind="head", name=h.name, in_conv=in_conv, pool=pool, fc1=fc1, ln=ln, fc2=fc2)
+# --------------------------------------------------------------------------- nodes
+def mac_node(node: dict, T: _Tensors, notes: Notes, graph_output: str) -> dict:
+    """conv / linear: integer weights, folded bias, and the output stage (requant, hardswish or logits)."""
+    name, op = node["name"], node["op"]
+    if not bool(node.get("weight_symmetric", True)) or np.any(_int(node["weight_zero_point"]) != 0):
+        raise ValueError(f"{name}: asymmetric weights (the reference recipe); golden/ runs symmetric weights only")
+    w = _int(node["weight_codes"])
+    wmax = (1 << (int(node.get("weight_bits", 8)) - 1)) - 1
+    if np.abs(w).max() > wmax:
+        raise ValueError(f"{name}: weight codes exceed the symmetric {node.get('weight_bits', 8)}-bit range")
+    cout = w.shape[0]
+    s_w = np.broadcast_to(np.abs(_np(node["weight_scale"])).reshape(-1), (cout,)).copy()
+    groups = int(node.get("groups", 1)) if op != "linear" else 1
+    cin = w.shape[1] * groups
+    s_x, z_x = T.get(node["input"], cin)
+    # The accumulator of output channel c has scale s_in(c) s_w[c]: s_in must be uniform over the
+    # input channels c sums (per tensor, depthwise, or uniform per group).
+    per_group = s_x.reshape(groups, -1)
+    if np.all(per_group == per_group[:, :1]):
+        s_in = np.repeat(per_group[:, 0], cout // groups)
+    else:
+        # per-input-channel scales meeting one filter (the stem's pixel normalisation): fold them into
+        # the weights against the group's largest scale and re-round the codes (not exact w.r.t. the
+        # fake-quant model, which quantizes the weights before this fold)
+        ref = per_group.max(axis=1)
+        r_c = (per_group / ref[:, None])[np.arange(cout) // (cout // groups)]       # (cout, cin_g) <= 1
+        w = _round(w * (r_c[:, :, None, None] if w.ndim == 4 else r_c))
+        s_in = np.repeat(ref, cout // groups)
+        notes.append(f"{name}: per-input-channel input scales folded into the integer weights, codes re-rounded "
+                     "(exact only if the fake-quant model quantizes the folded weights)")
+    s_acc = s_in * s_w
+    notes.acc_scales[name] = s_acc
+    b_int = _round(_np(node["bias"]).reshape(-1) / s_acc)
+    z_fold = z_x if not np.all(z_x == z_x[0]) else z_x[0]
+    out = dict(op="linear" if op == "linear" else "conv", name=name, input=node["input"], output=node["output"],
+               w=w.astype(np.int8), bias=ops.fold_bias(b_int, w, z_fold, groups), z_x=np.asarray(z_fold, np.int64))
+    if op != "linear":
+        out.update(stride=_sq(node["stride"], name), padding=_sq(node["padding"], name), groups=groups)
+    s_out, z_out = T.get(node["output"], cout)
+    div = np.ones(cout) if node["out_div"] is None else _np(node["out_div"]).reshape(-1)
+    e_out = T.entry(node["output"])
+    if node["act"] == "hswish":
+        s_p, z_p = T.get(node["pre"])
+        s_p, z_p = float(_uniform(s_p, f"{name}: pre-activation scale")), int(_uniform(z_p, f"{name}: z_pre"))
+        M, n = _mults(s_acc / s_p, f"{name} pre-activation requant")
+        out["pre"] = dict(M=M, n=n, z=np.int64(z_p))
+        M, n = _mults(s_p * s_p / (6.0 * div * s_out), f"{name} hardswish output")
+        out["hswish"] = dict(t3=np.int64(ops.hardswish_t3(s_p)), z_p=np.int64(z_p), M=M, n=n, z_out=z_out)
+    elif node["act"] is None:
+        M, n = _mults(s_acc / (div * s_out), f"{name} requant")
+        if node["output"] == graph_output:
+            if not e_out["signed"] or np.any(z_out != 0):
+                raise ValueError(f"{name}: the logits tensor must be signed with zero point 0")
+            out["logits"] = dict(M=M, n=n, bits=int(e_out["bits"]))
+        else:
+            lo, hi = _code_range(e_out)
+            out["requant"] = dict(M=M, n=n, z_out=z_out, lo=lo, hi=hi)
+    else:
+        raise ValueError(f"{name}: activation {node['act']!r} has no integer unit")
+    return out
+
+
+def _code_range(e: dict) -> tuple[int, int]:
+    b = int(e["bits"])
+    return (-((1 << (b - 1)) - 1), (1 << (b - 1)) - 1) if e["signed"] else (0, (1 << b) - 1)
+
+
+def add_node(node: dict, T: _Tensors) -> dict:
+    name = node["name"]
+    (a, b), out = node["inputs"], node["output"]
+    (s_a, z_a), (s_b, z_b), (s_o, z_o) = T.get(a), T.get(b), T.get(out)
+    s_a, s_b, s_o = (float(_uniform(v, f"{name}: scale")) for v in (s_a, s_b, s_o))
+    Ma, Mb, n = ops.quantize_multiplier_pair(s_a / s_o, s_b / s_o)
+    lo, hi = _code_range(T.entry(out))
+    return dict(op="add", name=name, inputs=[a, b], output=out, z_a=np.int64(_uniform(z_a, f"{name}: z_a")),
+                z_b=np.int64(_uniform(z_b, f"{name}: z_b")), Ma=np.int64(Ma), Mb=np.int64(Mb), n=np.int64(n),
+                z_out=np.int64(_uniform(z_o, f"{name}: z_out")), lo=lo, hi=hi)
+
+
+def attention_node(node: dict, T: _Tensors) -> dict:
+    """One LiteMLA branch, all heads: kv / ks requant, log2 window, output (divide) multipliers."""
+    name, H, d = node["name"], int(node["heads"]), int(node["dim"])
+    if not node["log2"]:
+        raise ValueError(f"{name}: the divisor is not log2-quantized; the accelerator divides by shifts only "
+                         "(quantize with the log2 technique on)")
+    s, z = T.get(node["input"], 3 * H * d)
+    # per head h the channels [h 3d, h 3d + d) are q, then k, then v; one scale / zero point per group
+    grp = [np.concatenate([np.arange(h * 3 * d + g * d, h * 3 * d + (g + 1) * d) for h in range(H)]) for g in range(3)]
+    (s_q, s_k, s_v), (z_q, z_k, z_v) = ([float(_uniform(s[i], f"{name}: scale")) for i in grp],
+                                        [int(_uniform(z[i], f"{name}: zero point")) for i in grp])
+    s_kv, z_kv = T.get(node["kv"])
+    s_ks, z_ks = T.get(node["ks"])
+    s_kv, s_ks = s_kv.reshape(H, d), s_ks.reshape(H)
+    if np.any(z_kv != 0) or np.any(z_ks != 0) or not T.entry(node["kv"])["signed"]:
+        raise ValueError(f"{name}: kv must be signed symmetric and ks unsigned with zero point 0 (SPEC 5)")
+    s_o, z_o = T.get(node["output"])
+    s_o, z_o = float(_uniform(s_o, f"{name}: output scale")), int(_uniform(z_o, f"{name}: z_out"))
+    M_kv, n_kv = _mults(s_k * s_v / s_kv, f"{name} kv requant")
+    M_ks, n_ks = _mults(s_k / s_ks, f"{name} k-sum requant")
+    M_o, n_o = _mults(s_kv / (s_ks[:, None] * s_o), f"{name} output (divide) requant")
+    e_lo, bits = int(node["e_lo"]), int(node["log2_bits"])
+    if int(n_o.min()) + e_lo < 0 or int(n_o.max()) + e_lo + (1 << bits) - 1 > ops.SHIFT_MAX:
+        raise ValueError(f"{name}: output shifts n_o in [{int(n_o.min())}, {int(n_o.max())}] with the log2 window "
+                         f"[{e_lo}, {e_lo + (1 << bits) - 1}] leave [0, {ops.SHIFT_MAX}]")
+    out_ch = T.entry(node["output"]).get("channels") or 2 * H * d
+    return dict(op="attention", name=name, input=node["input"], output=node["output"],
+                out_channel_offset=int(node["out_channel_offset"]), out_channels=int(out_ch), heads=H, dim=d,
+                z_q=np.int64(z_q), z_k=np.int64(z_k), z_v=np.int64(z_v),
+                M_kv=M_kv.reshape(H, 1, d), n_kv=n_kv.reshape(H, 1, d), M_ks=M_ks.reshape(H, 1),
+                n_ks=n_ks.reshape(H, 1), M_o=M_o.reshape(H, 1, d), n_o=n_o.reshape(H, 1, d),
+                e_lo=np.int64(e_lo), code_bits=bits, z_out=np.int64(z_o))
+
+
+def avgpool_node(node: dict, T: _Tensors, hw: int) -> dict:
+    name = node["name"]
+    s_x, z_x = T.get(node["input"])
+    s_o, z_o = T.get(node["output"])
+    s_x, s_o = float(_uniform(s_x, f"{name}: input scale")), float(_uniform(s_o, f"{name}: output scale"))
+    M, n = ops.quantize_multiplier(s_x / (hw * s_o))
+    return dict(op="avgpool", name=name, input=node["input"], output=node["output"], hw=int(hw),
+                z_x=np.int64(_uniform(z_x, f"{name}: z_x")), M=np.int64(M), n=np.int64(n),
+                z_out=np.int64(_uniform(z_o, f"{name}: z_out")))
+
+
+def layernorm_node(node: dict, T: _Tensors, frac_bits: int = ops.LN_FRAC_BITS,
+                   recip_bits: int = ops.LN_RECIP_BITS) -> dict:
+    name = node["name"]
+    s_x, z_x = T.get(node["input"])
+    s_p, z_p = T.get(node["pre"])
+    s_o, z_o = T.get(node["output"])
+    s_x, s_p, s_o = (float(_uniform(v, f"{name}: scale")) for v in (s_x, s_p, s_o))
+    eps_int, G, B, n_g = ops.layernorm_params(_np(node["weight"]), _np(node["bias"]), s_x, s_p, float(node["eps"]),
+                                              frac_bits=frac_bits)
+    M, n = ops.quantize_multiplier(s_p * s_p / (6.0 * s_o))
+    return dict(op="layernorm_hswish", name=name, input=node["input"], output=node["output"],
+                z_x=np.int64(_uniform(z_x, f"{name}: z_x")), eps_int=np.int64(eps_int), G=G, B=B, n_g=n_g,
+                frac_bits=int(frac_bits), recip_bits=int(recip_bits),
+                z_pre=np.int64(_uniform(z_p, f"{name}: z_pre")), t3=np.int64(ops.hardswish_t3(s_p)),
+                M=np.int64(M), n=np.int64(n), z_out=np.int64(_uniform(z_o, f"{name}: z_out")))
+
+
+# --------------------------------------------------------------------------- the whole graph
+def from_ir(obj, notes: Notes | None = None, resolution: int | None = None) -> dict:
+    """Convert a quantized.pt (path or loaded dict) into the integer model."""
+    ir = read_ir(obj)
+    notes = Notes() if notes is None else notes
+    T = _Tensors(ir["tensors"])
+    res = int(resolution or ir["input_size"])
+    size = {ir["graph_input"]: res}                 # spatial size per tensor (for the pool's 1 / HW)
+    _, z_in = T.get(ir["graph_input"], 3)
+    nodes = []
+    for node in ir["nodes"]:
+        op = node["op"]
+        if op in MAC_OPS:
+            n = mac_node(node, T, notes, ir["graph_output"])
+            if op != "linear":
+                k = _int(node["weight_codes"]).shape[-1]
+                size[node["output"]] = (size[node["input"]] + 2 * n["padding"] - k) // n["stride"] + 1
+        elif op == "add":
+            n = add_node(node, T)
+            size[node["output"]] = size[node["inputs"][0]]
+        elif op == "attention":
+            n = attention_node(node, T)
+            size[node["output"]] = size[node["input"]]
+        elif op == "avgpool":
+            n = avgpool_node(node, T, size[node["input"]] ** 2)
+        elif op == "layernorm_hswish":
+            n = layernorm_node(node, T)
+        else:  # read_ir refused it already
+            raise ValueError(f"unknown op {op!r}")
+        nodes.append(n)
+    return dict(version=INT_MODEL_VERSION, model=str(ir["model"]), num_classes=int(ir["num_classes"]),
+                resolution=res, graph_input=ir["graph_input"], graph_output=ir["graph_output"],
+                input_z=z_in.astype(np.int64), nodes=nodes, notes=list(notes))
+
+
+def from_qmodel(qm, model_name: str, notes: Notes | None = None, resolution: int | None = None) -> dict:
+    """Convert an in-memory fake-quant ``QEfficientViT`` through quant/'s own exporter (same path as a file)."""
+    from quant.export import FORMAT, FORMAT_VERSION, build_graph
+    from quant.models import get_spec
+    g = build_graph(qm)
+    obj = dict(format=FORMAT, version=FORMAT_VERSION, model=model_name, num_classes=qm.num_classes,
+               input_size=get_spec(model_name).input_size, recipe="hardware", tensors=g.tensors, nodes=g.nodes,
+               graph_input="input", graph_output=g.nodes[-1]["output"])
+    return from_ir(obj, notes, resolution)
