@@ -25,11 +25,10 @@ import numpy as np
 import pytest
 
 from rtl.config import PRESETS
-from rtl.mat_engine import MatEngine
 from rtl.mat_schedule import mat_tiles
-from rtl.rmac_engine import RmacEngine
 from rtl.rmac_schedule import rmac_depthwise
-from tb.harness import REPO, run_cocotb
+from tb.engines import run_engine
+from tb.harness import REPO
 from tb.layouts import im2col
 
 MAX_CHANNELS = 8        # output channels (or heads) replayed per layer
@@ -170,13 +169,9 @@ def replay(vec_dir: Path, preset: str, case: str, layers=None):
     assert mat_ops or rmac_ops, f"{vec_dir}: no conv2d / linear / attention records to replay"
     print("\n".join(covered))
     if mat_ops:
-        run_cocotb(unit="mat_engine", make=lambda: MatEngine(cfg), config=cfg, module="tb.engine_cocotb",
-                   case=f"{case}_mat", params={"ops": mat_ops, "gap": 0.1, "backpressure": 0.1, "wport": "w",
-                                               "engine": "rtl.mat_engine:MatEngine"}, arrays=mat_arrays)
+        run_engine("mat_engine", cfg, mat_ops, mat_arrays, f"{case}_mat", gap=0.1, backpressure=0.1)
     if rmac_ops:
-        run_cocotb(unit="rmac_engine", make=lambda: RmacEngine(cfg), config=cfg, module="tb.engine_cocotb",
-                   case=f"{case}_rmac", params={"ops": rmac_ops, "gap": 0.1, "backpressure": 0.1, "wport": "wt",
-                                                "engine": "rtl.rmac_engine:RmacEngine"}, arrays=rmac_arrays)
+        run_engine("rmac_engine", cfg, rmac_ops, rmac_arrays, f"{case}_rmac", gap=0.1, backpressure=0.1)
     return covered
 
 

@@ -16,7 +16,7 @@ from golden import ops
 from rtl.config import PRESETS, AccelConfig
 from rtl.mat_engine import MatEngine
 from rtl.mat_schedule import mat_tiles
-from tb.harness import run_cocotb
+from tb.engines import run_engine
 from tb.layouts import im2col
 
 
@@ -130,10 +130,7 @@ def build_ops(cfg: AccelConfig, seed: int, full: bool):
 def _run(preset: str, full: bool, seed: int = 11):
     cfg = PRESETS[preset]
     ops_list, arrays = build_ops(cfg, seed, full)
-    res = run_cocotb(unit="mat_engine", make=lambda: MatEngine(cfg), config=cfg,
-                     module="tb.engine_cocotb", case=f"{preset}_{'full' if full else 'fast'}",
-                     params={"ops": ops_list, "gap": 0.3, "backpressure": 0.3, "wport": "w",
-                             "engine": "rtl.mat_engine:MatEngine"}, arrays=arrays, seed=seed)
+    res, _ = run_engine("mat_engine", cfg, ops_list, arrays, f"{preset}_{'full' if full else 'fast'}", seed=seed)
     # stall-free cycles follow the documented formula, tiles back to back (overlap of one cycle)
     for op in ops_list:
         tiles = op["tiles"]
@@ -164,9 +161,6 @@ def test_mat_engine_paper_pointwise():
     rng = np.random.default_rng(3)
     o, a = [], {}
     pointwise(o, a, cfg, rng, 96, 8, 16, 24)
-    res = run_cocotb(unit="mat_engine", make=lambda: MatEngine(cfg), config=cfg,
-                     module="tb.engine_cocotb", case="paper_pointwise",
-                     params={"ops": o, "gap": 0.2, "backpressure": 0.2, "wport": "w",
-                             "engine": "rtl.mat_engine:MatEngine"}, arrays=a, seed=3)
+    res, _ = run_engine("mat_engine", cfg, o, a, "paper_pointwise", gap=0.2, backpressure=0.2, seed=3)
     tiles = o[0]["tiles"]
     assert res["cycles"][o[0]["name"]] == sum(MatEngine.tile_cycles(cfg, c, g) for c, g in tiles) - (len(tiles) - 1)

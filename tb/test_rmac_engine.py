@@ -16,7 +16,7 @@ from golden import ops
 from rtl.config import PRESETS, AccelConfig
 from rtl.rmac_engine import RmacEngine
 from rtl.rmac_schedule import rmac_depthwise, rmac_pointwise
-from tb.harness import run_cocotb
+from tb.engines import run_engine
 
 
 def _add(o, a, cfg, name, plan, expected, op, macs):
@@ -83,10 +83,7 @@ def build_ops(cfg: AccelConfig, seed: int, full: bool):
 def _run(preset: str, full: bool, seed: int = 7):
     cfg = PRESETS[preset]
     ops_list, arrays = build_ops(cfg, seed, full)
-    res = run_cocotb(unit="rmac_engine", make=lambda: RmacEngine(cfg), config=cfg,
-                     module="tb.engine_cocotb", case=f"{preset}_{'full' if full else 'fast'}",
-                     params={"ops": ops_list, "gap": 0.3, "backpressure": 0.3, "wport": "wt",
-                             "engine": "rtl.rmac_engine:RmacEngine"}, arrays=arrays, seed=seed)
+    res, _ = run_engine("rmac_engine", cfg, ops_list, arrays, f"{preset}_{'full' if full else 'fast'}", seed=seed)
     for op in ops_list:
         g = op["geometry"]
         expect = sum(RmacEngine.cmd_cycles(**t) for t in g) - (len(g) - 1)

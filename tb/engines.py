@@ -1,0 +1,32 @@
+"""Pytest-side launch of the compute engines (tb/engine_cocotb.py) on lists of planned ops.
+
+``ops`` entries: ``{"name", "cmds", ...}`` with arrays ``<name>.w``, ``<name>.x``,
+``<name>.omap`` and optionally ``<name>.expected`` (else give ``"shape"``: the
+engine's outputs are then returned for a chained test, and the stalled run is
+compared with the stall-free one).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from tb.harness import run_cocotb
+
+ENGINES = {
+    "mat_engine": ("rtl.mat_engine:MatEngine", "w"),
+    "rmac_engine": ("rtl.rmac_engine:RmacEngine", "wt"),
+}
+
+
+def run_engine(unit: str, cfg, ops: list[dict], arrays: dict, case: str, gap: float = 0.3,
+               backpressure: float = 0.3, seed: int = 1) -> tuple[dict, dict[str, np.ndarray]]:
+    """Simulate ``ops`` on ``unit`` for ``cfg``; returns (result dict with "cycles", outputs by op name)."""
+    import importlib
+    factory, wport = ENGINES[unit]
+    mod, cls = factory.split(":")
+    eng = getattr(importlib.import_module(mod), cls)
+    res = run_cocotb(unit=unit, make=lambda: eng(cfg), config=cfg, module="tb.engine_cocotb", case=case,
+                     params={"ops": ops, "gap": gap, "backpressure": backpressure, "wport": wport,
+                             "engine": factory}, arrays=arrays, seed=seed)
+    with np.load(res["outputs_npz"]) as z:
+        outputs = {k.replace("|", "/"): z[k] for k in z.files}
+    return res, outputs
