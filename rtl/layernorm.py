@@ -1,8 +1,8 @@
 """Integer LayerNorm of the head (golden/SPEC.md section 7), one token at a time.
 
     d = x - z_x;  S1 = sum d;  V = C sum d^2 - S1^2 + eps_int
-    R = isqrt(2^62 // max(V, 1))                         (about 2^31 / sqrt(V))
-    y[c] = rshift_round((C d[c] - S1) R, 31 - frac_bits)
+    R = isqrt(2^(2 RB) // max(V, 1))                     (about 2^RB / sqrt(V), RB = recip_bits)
+    y[c] = rshift_round((C d[c] - S1) R, RB - frac_bits)
     out[c] = clamp(z_out + rshift_round(y[c] G[c] + B[c], n_g[c]), lo, hi)
 
 The head applies LayerNorm once per image to one vector of ``C`` channels,
@@ -13,10 +13,11 @@ so this unit is sequential and small rather than fast:
    ``S2 = sum d^2``. Lanes past ``C`` in the last group must carry ``z_x``
    (``d = 0`` adds nothing). The beat flagged ``last`` ends the token.
 2. ``VAR``: ``V`` (one cycle).
-3. ``DIV``: ``2^62 // max(V, 1)`` by restoring division, one quotient bit per
-   cycle (63 cycles).
+3. ``DIV``: ``2^(2 RB) // max(V, 1)`` by restoring division, one quotient bit
+   per cycle (``2 RB + 1`` cycles).
 4. ``SQRT``: digit-by-digit integer square root, one result bit per cycle
-   (1 + 31 cycles), exact floor like golden's ``isqrt``; 1 cycle to latch ``R``.
+   (``1 + RB + 1`` cycles), exact floor like golden's ``math.isqrt``; 1 cycle
+   to latch ``R``.
 5. ``OUT``: read the buffer group by group through a 7-stage stall pipeline
    (read; ``C d - S1``; ``* R``; constant rounding shift; ``* G + B``; rounding
    shift by ``n_g``; zero point + clamp) and return to ``ACC`` when the last
@@ -28,11 +29,16 @@ group's per-channel ``G`` (signed 16-bit), ``B`` (signed 48-bit) and ``n_g``.
 Configuration ports: ``channels`` (C), ``z_x``, ``eps_int`` (41 bits),
 ``z_out``, ``lo``, ``hi``.
 
+Defaults follow golden/SPEC.md section 7: ``recip_bits`` RB = K = 31 (a 62-bit
+dividend), ``frac_bits`` = F = 10; SPEC's finer variant K = 47, F = 16 is the
+same hardware with wider registers (tested too).
+
 Timing (no stalls): a token of ``G`` groups takes ``G`` input cycles, then
-``CALC_CYCLES`` = 1 + 63 + 1 + 31 + 1 = 97 cycles, then its ``G`` output beats
-leave one per cycle, the first ``OUT_LATENCY`` = 7 cycles after its read:
-``cycles(G) = G + 97 + 7 + G`` from the first input beat to the last output
-beat inclusive, i.e. ``2 G + 104`` (``cycles_per_token``). The next token is accepted after the last output
+``calc_cycles(RB)`` = 1 + (2 RB + 1) + 1 + (RB + 1) + 1 = 3 RB + 5 cycles
+(98 for RB = 31), then its ``G`` output beats leave one per cycle, the first
+``OUT_LATENCY`` = 7 cycles after its read: ``cycles(G) = 2 G + 3 RB + 12``
+from the first input beat to the last output beat inclusive (``cycles_per_token``;
+2 G + 105 for RB = 31). The next token is accepted after the last output
 beat of the previous one has left.
 """
 from __future__ import annotations
@@ -46,20 +52,30 @@ from rtl.requant import rshift_round, clamp, table_depth
 
 G_BITS = 16          # golden LN_G_BITS
 B_BITS = 48          # golden LN_B_BITS
-RECIP_SHIFT = 62     # golden LN_RECIP_SHIFT
+DEFAULT_RECIP_BITS = 31   # golden LN_RECIP_BITS (SPEC 7's K): R = isqrt(2^62 // V)
+DEFAULT_FRAC_BITS = 10    # golden LN_FRAC_BITS (SPEC 7's F): fractional bits of y
 EPS_BITS = 41        # eps_int <= 2^40
 
 
-def cycles_per_token(groups: int) -> int:
+def calc_cycles(recip_bits: int = DEFAULT_RECIP_BITS) -> int:
+    """VAR (1) + DIV (2 RB + 1) + SQRT0 (1) + SQRT (RB + 1) + latch R (1)."""
+    return 1 + (2 * recip_bits + 1) + 1 + (recip_bits + 1) + 1
+
+
+def cycles_per_token(groups: int, recip_bits: int = DEFAULT_RECIP_BITS) -> int:
     """First input beat to last output beat of one token, no stalls (see module docstring)."""
-    return 2 * groups + LayerNorm.CALC_CYCLES + LayerNorm.OUT_LATENCY
+    return 2 * groups + calc_cycles(recip_bits) + LayerNorm.OUT_LATENCY
 
 
 class LayerNorm(wiring.Component):
-    CALC_CYCLES = 1 + (RECIP_SHIFT + 1) + 1 + RECIP_SHIFT // 2 + 1   # VAR, DIV, SQRT0, SQRT, REC
+    CALC_CYCLES = calc_cycles()     # with the default recip_bits
     OUT_LATENCY = 7
 
-    def __init__(self, config: AccelConfig, *, lanes: int | None = None, frac_bits: int = 10):
+    def __init__(self, config: AccelConfig, *, lanes: int | None = None, frac_bits: int = DEFAULT_FRAC_BITS,
+                 recip_bits: int = DEFAULT_RECIP_BITS):
+        if not 0 <= frac_bits <= recip_bits:
+            raise ValueError(f"LayerNorm: frac_bits={frac_bits} must lie in [0, recip_bits={recip_bits}]")
+        self.recip_bits = recip_bits
         self.config = config
         self.lanes = lanes or config.mat_lanes
         self.frac_bits = frac_bits
@@ -92,8 +108,9 @@ class LayerNorm(wiring.Component):
         s1b = db + cb                                # |S1| <= (2^a - 1) C
         s2b = 2 * ab + cb                            # S2 <= C (2^a - 1)^2
         vb = max(2 * s1b, s2b + cb, EPS_BITS) + 2    # V < C S2 + eps_int
-        qb = RECIP_SHIFT + 1                         # quotient of 2^62 // V
-        rb = RECIP_SHIFT // 2 + 2                    # R <= 2^31
+        RB = self.recip_bits
+        qb = 2 * RB + 1                              # quotient of 2^(2 RB) // V
+        rb = RB + 1                                  # R <= 2^RB
 
         # ---- token buffer and parameter table ----
         m.submodules.buf = buf = memory.Memory(shape=data.ArrayLayout(signed(db), L), depth=self.depth, init=[])
@@ -150,7 +167,7 @@ class LayerNorm(wiring.Component):
                              rem.eq(0), quo.eq(0), step.eq(0)]
                 m.next = "DIV"
             with m.State("DIV"):
-                # bit (62 - step) of the dividend 2^62 is 1 only at step 0
+                # the dividend 2^(2 RB) has a single 1, which enters at step 0
                 den = Mux(v == 0, 1, v)
                 shifted = Signal(unsigned(vb + 2))
                 m.d.comb += shifted.eq(Mux(step == 0, 1, rem << 1))
@@ -160,7 +177,7 @@ class LayerNorm(wiring.Component):
                     m.d.sync += step.eq(0)
                     m.next = "SQRT0"
             with m.State("SQRT0"):
-                m.d.sync += [srem.eq(quo), root.eq(0), sbit.eq(1 << (RECIP_SHIFT - 2))]
+                m.d.sync += [srem.eq(quo), root.eq(0), sbit.eq(1 << (2 * RB))]
                 m.next = "SQRT"
             with m.State("SQRT"):
                 trial = Signal(unsigned(qb))
@@ -170,7 +187,7 @@ class LayerNorm(wiring.Component):
                 with m.Else():
                     m.d.sync += root.eq(root >> 1)
                 m.d.sync += [sbit.eq(sbit >> 2), step.eq(step + 1)]
-                with m.If(step == RECIP_SHIFT // 2 - 1):
+                with m.If(step == RB):
                     m.next = "REC"
             with m.State("REC"):
                 m.d.sync += [recip.eq(root), rd_addr.eq(0), out_left.eq(groups)]
@@ -188,7 +205,7 @@ class LayerNorm(wiring.Component):
         # ---- pass 2: 7-stage stall pipeline ----
         m.d.comb += [br.addr.eq(rd_addr), br.en.eq(adv), tr.addr.eq(rd_addr), tr.en.eq(adv)]
         pb = s1b + 2 + rb + 1                        # (C d - S1) * R
-        shift_y = 31 - self.frac_bits
+        shift_y = RB - self.frac_bits
         yb = pb - shift_y + 1
         ab2 = max(yb + G_BITS, B_BITS) + 1           # y G + B
         q7 = Signal(self.out_layout)

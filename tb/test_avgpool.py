@@ -4,14 +4,12 @@ import pytest
 
 from golden import ops
 from rtl.avgpool import GlobalAvgPool
-from tb.norm_cases import CONFIGS, edge_values, pad_channels, run_stream_case
-
-FACTORY = "rtl.avgpool:GlobalAvgPool"
+from tb import norm_ops
+from tb.norm_cases import CONFIGS
 
 
 def avgpool_case(cfg, case, images, C, H, W, seed, x_fill=None, z_x=None, gap=0.0, bp=0.0):
     rng = np.random.default_rng(seed)
-    L = cfg.mat_lanes
     z_x = int(rng.integers(0, 256)) if z_x is None else z_x
     if x_fill is None:
         # per-channel centres, so the means spread over the output range instead of saturating
@@ -23,24 +21,8 @@ def avgpool_case(cfg, case, images, C, H, W, seed, x_fill=None, z_x=None, gap=0.
         x = np.full((images, C, H, W), x_fill, dtype=np.int64)
     M, n = ops.quantize_multiplier(float(rng.uniform(0.3, 1.0)) / (H * W))
     z_out = int(rng.integers(64, 192))
-    # channels last, padded to whole lane groups with the zero point (sum 0)
-    xc = pad_channels(x.transpose(0, 2, 3, 1).reshape(images, H * W, C), L, z_x)
-    Cp = xc.shape[-1]
-    G = Cp // L
-    exp = ops.global_avgpool(xc.transpose(0, 2, 1).reshape(images, Cp, H, W), z_x, M, n, z_out, 0, 255)
-    beats, exp_beats = [], []
-    for i in range(images):
-        for p in range(H * W):
-            for g in range(G):
-                beats.append({"x": [int(v) for v in xc[i, p, g * L:(g + 1) * L]], "group": g,
-                              "first": int(p == 0), "last": int(p == H * W - 1)})
-        exp_beats += [{"q": [int(v) for v in exp[i, g * L:(g + 1) * L]], "tag": g} for g in range(G)]
-    return run_stream_case("avgpool", FACTORY, cfg, case, inputs={"i": beats}, expected={"o": exp_beats},
-                           ports={"z_x": z_x, "m": M, "n": n, "z_out": z_out, "lo": 0, "hi": 255},
-                           gap=gap, backpressure=bp, seed=seed,
-                           op={"name": "global_avgpool", "images": images, "channels": C, "hw": H * W,
-                               "lanes": L, "beats": len(beats), "latency": GlobalAvgPool.LATENCY,
-                               "ideal_cycles": len(beats)})
+    kw = {"x": x, "z_x": z_x, "M": M, "n": n, "z_out": z_out}
+    return norm_ops.global_avgpool(cfg, case, kw, ops.global_avgpool(**kw), gap=gap, backpressure=bp, seed=seed)
 
 
 @pytest.mark.sim

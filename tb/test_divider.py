@@ -9,9 +9,8 @@ import pytest
 
 from golden import ops
 from rtl.divider import Log2Divider
-from tb.norm_cases import CONFIGS, edge_values, lane_beats, pad_channels, param_rows, run_stream_case
-
-FACTORY = "rtl.divider:Log2Divider"
+from tb import norm_ops
+from tb.norm_cases import CONFIGS, edge_values
 
 
 def den_values(rng, n: int) -> np.ndarray:
@@ -29,7 +28,6 @@ def den_values(rng, n: int) -> np.ndarray:
 
 def divider_case(cfg, case, tokens, d, seed, e_lo=-6, gap=0.0, bp=0.0):
     rng = np.random.default_rng(seed)
-    L = cfg.mat_lanes
     k = cfg.log2_code_bits
     e_hi = e_lo + (1 << k) - 1
     den = den_values(rng, tokens)
@@ -42,17 +40,11 @@ def divider_case(cfg, case, tokens, d, seed, e_lo=-6, gap=0.0, bp=0.0):
     n = edge_values(rng, d, n_lo, n_hi, p_edge=0.3)
     n[(rng.random(d) < 0.6)] = np.clip(rng.integers(20, 40), n_lo, n_hi)
     z = edge_values(rng, d, 0, 255, p_edge=0.3)
-    nump, Mp, np_, zp = (pad_channels(a, L, f) for a, f in ((num, 0), (M, 0), (n, n_lo), (z, 0)))
-    e, code = ops.log2_code(den, e_lo, k)
-    exp = ops.attention_divide(nump, e, Mp, np_, zp, 0, 255)
-    beats = lane_beats(nump, L, "num", extra=lambda r, g: {"den": int(den[r])})
-    groups = nump.shape[1] // L
-    exp_beats = [{"q": b["num"], "tag": int(code[i // groups])} for i, b in enumerate(lane_beats(exp, L, "num"))]
-    return run_stream_case("divider", FACTORY, cfg, case, inputs={"i": beats}, expected={"o": exp_beats},
-                           ports={"e_lo": e_lo, "lo": 0, "hi": 255},
-                           prm={"prm": param_rows(L, m=Mp, n=np_, z=zp)}, gap=gap, backpressure=bp, seed=seed,
-                           op={"name": "attention_divide", "tokens": tokens, "d": d, "lanes": L,
-                               "beats": len(beats), "latency": Log2Divider.LATENCY, "ideal_cycles": len(beats)})
+    kw_code = {"den": den, "e_lo": e_lo, "code_bits": k}
+    e, code = ops.log2_code(**kw_code)
+    kw_div = {"num": num, "e": e, "M_o": M, "n_o": n, "z_out": z}
+    return norm_ops.attention_divide(cfg, case, kw_code, {"e": e, "code": code}, kw_div,
+                                     ops.attention_divide(**kw_div), gap=gap, backpressure=bp, seed=seed)
 
 
 @pytest.mark.sim

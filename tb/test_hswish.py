@@ -4,14 +4,12 @@ import pytest
 
 from golden import ops
 from rtl.hswish import Hardswish
-from tb.norm_cases import CONFIGS, edge_values, lane_beats, pad_channels, param_rows, run_stream_case
-
-FACTORY = "rtl.hswish:Hardswish"
+from tb import norm_ops
+from tb.norm_cases import CONFIGS, edge_values
 
 
 def hswish_case(cfg, case, rows, C, seed, s_p=None, t3=None, z_p=None, gap=0.0, bp=0.0):
     rng = np.random.default_rng(seed)
-    L = cfg.mat_lanes
     if s_p is None:
         s_p = float(10 ** rng.uniform(-2.5, -0.5))
     t3 = ops.hardswish_t3(s_p) if t3 is None else t3
@@ -21,16 +19,8 @@ def hswish_case(cfg, case, rows, C, seed, s_p=None, t3=None, z_p=None, gap=0.0, 
     M, n = ops.quantize_multipliers(s_p * s_p / (6 * s_out))
     z = edge_values(rng, C, 0, 255, p_edge=0.3)
     p = edge_values(rng, rows * C, 0, 255, edges=(z_p,), p_edge=0.2).reshape(rows, C)
-    pp, Mp, np_, zp = (pad_channels(a, L, f) for a, f in ((p, z_p), (M, 0), (n, 0), (z, 0)))
-    exp = ops.hardswish(pp, z_p, t3, Mp, np_, zp, 0, 255, axis=1)
-    beats = lane_beats(pp, L, "p")
-    exp_beats = [{"q": b["p"]} for b in lane_beats(exp, L, "p")]
-    lat = Hardswish.LATENCY
-    return run_stream_case("hswish", FACTORY, cfg, case, inputs={"i": beats}, expected={"o": exp_beats},
-                           ports={"z_p": z_p, "t3": t3, "lo": 0, "hi": 255},
-                           prm={"prm": param_rows(L, m=Mp, n=np_, z=zp)}, gap=gap, backpressure=bp, seed=seed,
-                           op={"name": "hardswish", "rows": rows, "channels": C, "lanes": L,
-                               "beats": len(beats), "latency": lat, "ideal_cycles": len(beats)})
+    kw = {"p": p, "z_p": z_p, "t3": t3, "M": M, "n": n, "z_out": z}
+    return norm_ops.hardswish(cfg, case, kw, ops.hardswish(**kw), gap=gap, backpressure=bp, seed=seed)
 
 
 @pytest.mark.sim

@@ -3,10 +3,9 @@ import numpy as np
 import pytest
 
 from golden import ops
-from rtl.layernorm import LayerNorm, cycles_per_token
-from tb.norm_cases import CONFIGS, lane_beats, pad_channels, param_rows, run_stream_case
-
-FACTORY = "rtl.layernorm:LayerNorm"
+from rtl.layernorm import DEFAULT_FRAC_BITS, DEFAULT_RECIP_BITS, cycles_per_token
+from tb import norm_ops
+from tb.norm_cases import CONFIGS
 
 
 def ln_rows(rng, tokens, C, kind):
@@ -36,30 +35,26 @@ def ln_rows(rng, tokens, C, kind):
     raise ValueError(kind)
 
 
-def ln_case(cfg, case, tokens, C, seed, kind="random", gap=0.0, bp=0.0):
+def ln_case(cfg, case, tokens, C, seed, kind="random", eps=None, fine=False, gap=0.0, bp=0.0):
+    """``fine``: SPEC 7's finer variant K = 47, F = 16 instead of the accelerator's K = 31, F = 10."""
     rng = np.random.default_rng(seed)
-    L = cfg.mat_lanes
     s_x, s_out = float(rng.uniform(0.01, 0.1)), float(rng.uniform(0.02, 0.2))
     gamma = rng.uniform(0.05, 3.0, C) * rng.choice([-1, 1], C)
     beta = rng.uniform(-2, 2, C)
-    eps_int, G, B, n_g = ops.layernorm_params(gamma, beta, s_x, s_out, 1e-5)
-    eps_int = max(int(eps_int), 2)          # golden needs V >= 2 (2^62 // V < 2^62) on constant rows
+    widths = {"recip_bits": 47, "frac_bits": 16} if fine else {}
+    eps_int, G, B, n_g = ops.layernorm_params(gamma, beta, s_x, s_out, 1e-5,
+                                              **({"frac_bits": 16} if fine else {}))
+    if eps is not None:
+        eps_int = eps                        # e.g. 0: constant rows then have V = 0 (R = isqrt(2^(2 RB)))
     z_x, z_out = int(rng.integers(0, 256)), int(rng.integers(0, 256))
     x = ln_rows(rng, tokens, C, kind)
-    exp = ops.layernorm(x, z_x, eps_int, G, B, n_g, z_out, 0, 255)
-    # padding lanes: x = z_x (adds nothing to the sums) and G = B = 0, so their output is z_out
-    xp, Gp, Bp, np_ = pad_channels(x, L, z_x), pad_channels(G, L, 0), pad_channels(B, L, 0), pad_channels(n_g, L, 0)
-    expp = pad_channels(exp, L, z_out)
-    groups = xp.shape[1] // L
-    beats = lane_beats(xp, L, "x", extra=lambda r, g: {"last": int(g == groups - 1)})
-    exp_beats = [{"q": b["x"]} for b in lane_beats(expp, L, "x")]
-    return run_stream_case("layernorm", FACTORY, cfg, case, inputs={"i": beats}, expected={"o": exp_beats},
-                           ports={"channels": C, "z_x": z_x, "eps_int": eps_int, "z_out": z_out, "lo": 0, "hi": 255},
-                           prm={"prm": param_rows(L, g=Gp, b=Bp, n=np_)}, gap=gap, backpressure=bp, seed=seed,
-                           op={"name": "layernorm", "tokens": tokens, "channels": C, "lanes": L, "groups": groups,
-                               "beats": len(beats), "latency": LayerNorm.OUT_LATENCY,
-                               "calc_cycles": LayerNorm.CALC_CYCLES,
-                               "ideal_cycles": tokens * cycles_per_token(groups)})
+    kw = {"x": x, "z_x": z_x, "eps_int": eps_int, "G": G, "B": B, "n_g": n_g, "z_out": z_out, **widths}
+    return norm_ops.layernorm(cfg, case, kw, ops.layernorm(**kw), gap=gap, backpressure=bp, seed=seed)
+
+
+def test_layernorm_defaults_follow_golden():
+    """The unit's default reciprocal and fraction widths are golden's (SPEC 7)."""
+    assert (DEFAULT_RECIP_BITS, DEFAULT_FRAC_BITS) == (ops.LN_RECIP_BITS, ops.LN_FRAC_BITS)
 
 
 @pytest.mark.sim
@@ -74,14 +69,15 @@ def test_layernorm_random_stalls(cfg):
 def test_layernorm_extremes(cfg):
     """Constant rows (V = eps_int), half-0/half-255 rows, single outliers, all-max, 0/255 noise."""
     ln_case(cfg, "extremes", tokens=20, C=16, seed=62, kind="extremes", gap=0.2, bp=0.2)
+    ln_case(cfg, "extremes_eps0", tokens=10, C=7, seed=67, kind="extremes", eps=0, gap=0.2, bp=0.2)
 
 
 @pytest.mark.sim
 @pytest.mark.parametrize("cfg", [CONFIGS["tiny"]], ids=["tiny"])
 def test_layernorm_throughput(cfg):
-    """No stalls: each token takes exactly cycles_per_token(G) = 2 G + 104 cycles."""
+    """No stalls: each token takes exactly cycles_per_token(G) = 2 G + 3 RB + 12 cycles (2 G + 105)."""
     res = ln_case(cfg, "throughput", tokens=3, C=10, seed=63)
-    assert res["cycles"] == 3 * cycles_per_token(5)
+    assert res["cycles"] == 3 * cycles_per_token(5) == 3 * (2 * 5 + 105)
 
 
 @pytest.mark.sim
@@ -98,3 +94,12 @@ def test_layernorm_head_width(cfg):
     """The widths of B0's and B3's head LayerNorm vectors (1600, 2560 channels)."""
     ln_case(cfg, "head_1600", tokens=2, C=1600, seed=65, gap=0.1, bp=0.1)
     ln_case(cfg, "head_2560", tokens=2, C=2560, seed=66, kind="extremes", gap=0.1, bp=0.1)
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+@pytest.mark.parametrize("cfg", [CONFIGS["tiny"]], ids=["tiny"])
+def test_layernorm_fine_variant(cfg):
+    """SPEC 7's finer K = 47, F = 16 (94-bit dividend): the same unit built with recip_bits=47."""
+    ln_case(cfg, "fine_random", tokens=30, C=19, seed=68, fine=True, gap=0.2, bp=0.2)
+    ln_case(cfg, "fine_extremes", tokens=10, C=7, seed=69, kind="extremes", eps=0, fine=True)

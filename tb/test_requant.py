@@ -4,9 +4,8 @@ import pytest
 
 from golden import ops
 from rtl.requant import Requant
-from tb.norm_cases import CONFIGS, edge_values, lane_beats, pad_channels, param_rows, run_stream_case
-
-FACTORY = "rtl.requant:Requant"
+from tb import norm_ops
+from tb.norm_cases import CONFIGS, edge_values
 
 
 def make_params(rng, C, out_lo, out_hi):
@@ -26,34 +25,11 @@ def make_acc(rng, rows, C):
     return acc.reshape(rows, C)
 
 
-def requant_case(cfg, case, rows, C, seed, out=("unsigned", 8), lo=0, hi=255, per_channel=True,
-                 gap=0.0, bp=0.0):
+def requant_case(cfg, case, rows, C, seed, lo=0, hi=255, gap=0.0, bp=0.0):
     rng = np.random.default_rng(seed)
-    L = cfg.mat_lanes
-    acc = make_acc(rng, rows, C)
-    if per_channel:
-        M, n, z = make_params(rng, C, lo, hi)
-        # padding channels: zero accumulators, M = 0, z = lo (their outputs are compared too)
-        accp, Mp, np_, zp = (pad_channels(a, L, f) for a, f in ((acc, 0), (M, 0), (n, 0), (z, lo)))
-        ports = {"lo": lo, "hi": hi}
-        prm = {"prm": param_rows(L, m=Mp, n=np_, z=zp)}
-    else:
-        M, n, z = (int(v[0]) for v in make_params(rng, 1, lo, hi))
-        accp, Mp, np_, zp = pad_channels(acc, L, 0), M, n, z
-        ports = {"lo": lo, "hi": hi, "m": M, "n": n, "z": z}
-        prm = {}
-    exp = ops.requantize(accp, Mp, np_, zp, lo, hi, axis=1)
-    beats_in = lane_beats(accp, L, "acc")
-    if not per_channel:
-        for b in beats_in:
-            del b["group"]
-    exp_beats = [{"q": b["acc"]} for b in lane_beats(exp, L, "acc")]
-    kwargs = {"out_shape": list(out), "per_channel": per_channel}
-    lat = Requant.LATENCY
-    return run_stream_case("requant", FACTORY, cfg, case, inputs={"i": beats_in}, expected={"o": exp_beats},
-                           ports=ports, prm=prm, kwargs=kwargs, gap=gap, backpressure=bp, seed=seed,
-                           op={"name": "requantize", "rows": rows, "channels": C, "lanes": L,
-                               "beats": len(beats_in), "latency": lat, "ideal_cycles": len(beats_in)})
+    M, n, z = make_params(rng, C, lo, hi)
+    kw = {"acc": make_acc(rng, rows, C), "M": M, "n": n, "z_out": z, "lo": lo, "hi": hi}
+    return norm_ops.requantize(cfg, case, kw, ops.requantize(**kw), gap=gap, backpressure=bp, seed=seed)
 
 
 @pytest.mark.sim
@@ -83,15 +59,16 @@ def test_requant_random_large(cfg):
 @pytest.mark.slow
 @pytest.mark.parametrize("cfg", [CONFIGS["tiny"]], ids=["tiny"])
 def test_requant_logits_int16(cfg):
-    """SPEC 8's use: signed 16-bit output, zero point 0, full int16 clamp."""
-    requant_case(cfg, "logits_int16", rows=200, C=10, seed=14, out=("signed", 16), lo=-(1 << 15),
-                 hi=(1 << 15) - 1, gap=0.2, bp=0.2)
+    """SPEC 8 (golden.ops.logits_requant): signed 16-bit output, zero point 0, per-class M, n."""
+    rng = np.random.default_rng(14)
+    M, n, _ = make_params(rng, 10, 0, 0)
+    kw = {"acc": make_acc(rng, 200, 10), "M": M, "n": np.clip(n - 12, 0, 63), "bits": 16}  # 16-bit range
+    norm_ops.logits_requant(cfg, "logits_int16", kw, ops.logits_requant(**kw), gap=0.2, backpressure=0.2, seed=14)
 
 
 @pytest.mark.sim
 @pytest.mark.slow
 @pytest.mark.parametrize("cfg", [CONFIGS["tiny"]], ids=["tiny"])
-def test_requant_per_tensor_signed(cfg):
-    """Per-tensor M, n, z (configuration ports); signed symmetric 8-bit range as kv uses."""
-    requant_case(cfg, "per_tensor_signed", rows=300, C=6, seed=15, out=("signed", 8), lo=-127, hi=127,
-                 per_channel=False, gap=0.3, bp=0.3)
+def test_requant_signed8(cfg):
+    """Signed symmetric 8-bit output range (as kv uses), zero points inside it."""
+    requant_case(cfg, "signed8", rows=300, C=6, seed=15, lo=-127, hi=127, gap=0.3, bp=0.3)

@@ -4,15 +4,13 @@ import pytest
 
 from golden import ops
 from rtl.residual import ResidualAdd
-from tb.norm_cases import CONFIGS, edge_values, lane_beats, pad_channels, run_stream_case
-
-FACTORY = "rtl.residual:ResidualAdd"
+from tb import norm_ops
+from tb.norm_cases import CONFIGS, edge_values
 
 
 def residual_case(cfg, case, rows, C, seed, mult=None, gap=0.0, bp=0.0):
     """``mult``: (Ma, Mb, n) or None for a pair derived from random real scales."""
     rng = np.random.default_rng(seed)
-    L = cfg.mat_lanes
     if mult is None:
         ra, rb = 10 ** rng.uniform(-1.5, 0.5, 2)
         mult = ops.quantize_multiplier_pair(ra, rb)
@@ -20,24 +18,8 @@ def residual_case(cfg, case, rows, C, seed, mult=None, gap=0.0, bp=0.0):
     z_a, z_b, z_out = (int(v) for v in edge_values(rng, 3, 0, 255, p_edge=0.4))
     a = edge_values(rng, rows * C, 0, 255, edges=(z_a,), p_edge=0.2).reshape(rows, C)
     b = edge_values(rng, rows * C, 0, 255, edges=(z_b,), p_edge=0.2).reshape(rows, C)
-    a, b = pad_channels(a, L, z_a), pad_channels(b, L, z_b)
-    exp = ops.residual_add(a, z_a, Ma, b, z_b, Mb, n, z_out, 0, 255)
-
-    def beats(x, field):
-        out = lane_beats(x, L, field)
-        for bt in out:
-            del bt["group"]
-        return out
-
-    ina, inb = beats(a, "x"), beats(b, "x")
-    lat = ResidualAdd.LATENCY
-    return run_stream_case("residual", FACTORY, cfg, case, inputs={"a": ina, "b": inb},
-                           expected={"o": beats(exp, "q")},
-                           ports={"z_a": z_a, "z_b": z_b, "z_out": z_out, "lo": 0, "hi": 255,
-                                  "ma": Ma, "mb": Mb, "n": n},
-                           gap=gap, backpressure=bp, seed=seed,
-                           op={"name": "residual_add", "rows": rows, "channels": C, "lanes": L,
-                               "beats": len(ina), "latency": lat, "ideal_cycles": len(ina)})
+    kw = {"a": a, "z_a": z_a, "Ma": Ma, "b": b, "z_b": z_b, "Mb": Mb, "n": n, "z_out": z_out}
+    return norm_ops.residual_add(cfg, case, kw, ops.residual_add(**kw), gap=gap, backpressure=bp, seed=seed)
 
 
 @pytest.mark.sim
