@@ -359,3 +359,50 @@ def test_vector_shape_mismatch_is_reported(tmp_path):
         vectors.load_record(tmp_path, r)
     with pytest.raises(FileNotFoundError, match="not a golden vector folder"):
         vectors.read_manifest(tmp_path / "missing")
+
+
+# --------------------------------------------------------------------------- real models (slow)
+def _calibrated_vectors(tmp_path, model_name: str, weight_path, num_classes: int, seed=None):
+    """Quantize (hardware recipe, all techniques, no reconstruction, 8 train images), convert through
+    quant/'s exporter, dump every layer's vectors for one val image, reload and replay them."""
+    from quant.config import QuantConfig
+    from quant.data import calibration_subset, image_folder
+    from quant.engine import quantize
+    from quant.models import build_model, get_spec
+    from tests.assets import IMAGENETTE, assets_dir
+    from golden.__main__ import load_image
+    assets = assets_dir()
+    spec = get_spec(model_name)
+    model = build_model(model_name, None if weight_path is None else str(assets / weight_path),
+                        num_classes=num_classes, seed=seed)
+    ds = calibration_subset(image_folder(assets / IMAGENETTE, "train", spec.input_size, spec.crop_ratio), 8, 0)
+    calib = torch.stack([ds[i][0] for i in range(len(ds))])
+    qm, _ = quantize(model, [calib], QuantConfig(iters_w=0, iters_a=0, batch_size=8), progress=False)
+    int_model = convert.from_qmodel(qm, model_name)
+    img = sorted((assets / IMAGENETTE / "val").rglob("*.JPEG"))[0]
+    u8 = load_image(img, spec.input_size, spec.crop_ratio)
+    rec = vectors.Recorder()
+    logits = execute.run(int_model, u8, rec=rec)
+    vectors.write(rec, tmp_path, dict(name=model_name), str(img))
+    m = vectors.read_manifest(tmp_path)
+    assert all(vectors.replay(tmp_path, r) == [] for r in m["records"])
+    kinds = {execute.mac_kind(n) for n in int_model["nodes"] if n["op"] in ("conv", "linear")}
+    assert kinds == {"generic conv", "pointwise conv", "depthwise conv", "grouped conv", "linear"}
+    assert {"attention_kv", "attention_divide", "layernorm", "global_avgpool", "residual_add",
+            "hardswish", "logits_requant"} <= set(m["ops"])
+    return logits, m
+
+
+@pytest.mark.slow
+@pytest.mark.assets
+def test_vectors_real_proxy_b0(tmp_path):
+    from tests.assets import PROXY_MODEL
+    logits, m = _calibrated_vectors(tmp_path, "b0-r224", PROXY_MODEL, 10)
+    assert logits.shape == (1, 10)
+
+
+@pytest.mark.slow
+@pytest.mark.assets
+def test_vectors_seeded_b1_r224(tmp_path):
+    logits, m = _calibrated_vectors(tmp_path, "b1-r224", None, 1000, seed=0)
+    assert logits.shape == (1, 1000)
