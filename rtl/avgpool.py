@@ -17,7 +17,8 @@ beats arrived, with ``tag`` = the group.
 Timing: 2 accumulation stages (memory read; add and write back) then the
 requantizer's 4. An input beat is accepted every cycle (``HW * G`` beats per
 tensor); output beat for group g appears ``LATENCY`` = 6 cycles after its
-``last`` beat was accepted. Non-``last`` beats never stall.
+``last`` beat was accepted. The input stalls only while a finished group's
+sums wait for the requantizer (``o`` back-pressured).
 """
 from __future__ import annotations
 

@@ -43,6 +43,8 @@ beat of the previous one has left.
 """
 from __future__ import annotations
 
+import math
+
 from amaranth import Module, Signal, Mux, signed, unsigned
 from amaranth.lib import data, stream, wiring, memory
 from amaranth.lib.wiring import In, Out
@@ -206,7 +208,9 @@ class LayerNorm(wiring.Component):
         m.d.comb += [br.addr.eq(rd_addr), br.en.eq(adv), tr.addr.eq(rd_addr), tr.en.eq(adv)]
         pb = s1b + 2 + rb + 1                        # (C d - S1) * R
         shift_y = RB - self.frac_bits
-        yb = pb - shift_y + 1
+        # |C d - S1| <= sqrt((C - 1) V) and R <= 2^RB / sqrt(V), so |y| <= sqrt(C - 1) 2^F + 1 (SPEC 7):
+        # y fits this many bits (sign included), which keeps y * G to one DSP48E2.
+        yb = ((math.isqrt(cfg.norm_max_channels - 1) + 1) << self.frac_bits).bit_length() + 1
         ab2 = max(yb + G_BITS, B_BITS) + 1           # y G + B
         q7 = Signal(self.out_layout)
         row2, row3, row4 = (Signal(self.row_layout, name=f"row{s}") for s in (2, 3, 4))

@@ -59,11 +59,12 @@ def param_rows(lanes: int, **per_channel: np.ndarray) -> list[dict]:
 def run_stream_case(unit: str, factory: str, cfg, case: str, *, inputs: dict, expected: dict,
                     ports: dict | None = None, prm: dict | None = None, kwargs: dict | None = None,
                     gap: float = 0.0, backpressure: float = 0.0, op: dict | None = None, seed: int = 1,
-                    return_outputs: bool = False) -> dict:
+                    return_outputs: bool = False, row_groups: int | None = None) -> dict:
     """Build ``factory`` (``"module:Class"``) for ``cfg`` and run tb/stream_unit_cocotb.py on one case.
 
     With ``return_outputs`` the result carries ``outputs``: the collected beats per output port
-    (what the unit really produced, for feeding the next unit of a chain).
+    (what the unit really produced, for feeding the next unit of a chain). ``row_groups``: beats per
+    tensor row (lane groups), so mismatches are reported as [row, channel] instead of [beat, lane].
     """
     kwargs = kwargs or {}
     mod, cls = factory.split(":")
@@ -74,7 +75,7 @@ def run_stream_case(unit: str, factory: str, cfg, case: str, *, inputs: dict, ex
 
     params = {"factory": factory, "kwargs": kwargs, "ports": ports or {}, "prm": prm or {},
               "inputs": inputs, "expected": expected, "gap": gap, "backpressure": backpressure,
-              "op": op, "return_outputs": return_outputs}
+              "op": op, "return_outputs": return_outputs, "row_groups": row_groups}
     json.dumps(params)  # fail here, not in the simulator, on a non-JSON value
     return run_cocotb(unit=unit, make=make, config=cfg, module="tb.stream_unit_cocotb", case=case,
                       params=params, gen={"factory": factory, "kwargs": kwargs}, seed=seed)

@@ -117,7 +117,8 @@ def requantize(cfg, case: str, kw: dict, out, *, unit: str = "requant", **run) -
     res = run_stream_case(unit, "rtl.requant:Requant", cfg, case, inputs={"i": beats}, expected={"o": exp},
                           ports={"lo": lo, "hi": hi}, prm={"prm": param_rows(L, m=M, n=n, z=z)},
                           kwargs={"out_shape": _out_shape(lo, hi), "per_channel": True},
-                          op=_op("requantize", L, len(beats), Requant.LATENCY, rows=rows, channels=C), **run)
+                          op=_op("requantize", L, len(beats), Requant.LATENCY, rows=rows, channels=C),
+                          row_groups=-(-C // L), **run)
     return _with_tensor(res, lambda: _restore(_collect(res, "o", "q", rows, C, L), kw["acc"], kw.get("axis", 1)))
 
 
@@ -145,7 +146,8 @@ def hardswish(cfg, case: str, kw: dict, out, **run) -> dict:
     res = run_stream_case("hswish", "rtl.hswish:Hardswish", cfg, case, inputs={"i": beats}, expected={"o": exp},
                           ports={"z_p": z_p, "t3": t3, "lo": lo, "hi": hi},
                           prm={"prm": param_rows(L, m=M, n=n, z=z)},
-                          op=_op("hardswish", L, len(beats), Hardswish.LATENCY, rows=rows, channels=C), **run)
+                          op=_op("hardswish", L, len(beats), Hardswish.LATENCY, rows=rows, channels=C),
+                          row_groups=-(-C // L), **run)
     return _with_tensor(res, lambda: _restore(_collect(res, "o", "q", rows, C, L), kw["p"], axis))
 
 
@@ -164,7 +166,8 @@ def residual_add(cfg, case: str, kw: dict, out, **run) -> dict:
     exp = _beats(_rows(out, axis), L, "q", group=False, masked=True)
     res = run_stream_case("residual", "rtl.residual:ResidualAdd", cfg, case, inputs={"a": ina, "b": inb},
                           expected={"o": exp}, ports=ports,
-                          op=_op("residual_add", L, len(ina), ResidualAdd.LATENCY, rows=rows, channels=C), **run)
+                          op=_op("residual_add", L, len(ina), ResidualAdd.LATENCY, rows=rows, channels=C),
+                          row_groups=-(-C // L), **run)
     return _with_tensor(res, lambda: _restore(_collect(res, "o", "q", rows, C, L), kw["a"], axis))
 
 
@@ -194,7 +197,7 @@ def attention_divide(cfg, case: str, kw_code: dict, code_out: dict, kw_div: dict
                           expected={"o": exp}, ports={"e_lo": int(kw_code["e_lo"]), "lo": lo, "hi": hi},
                           prm={"prm": param_rows(L, m=M, n=n, z=z)},
                           op=_op("attention_divide", L, len(beats), Log2Divider.LATENCY, tokens=num.shape[0], d=d),
-                          **run)
+                          row_groups=groups, **run)
     return _with_tensor(res, lambda: _collect(res, "o", "q", num.shape[0], d, L).reshape(np.shape(kw_div["num"])))
 
 
@@ -218,7 +221,7 @@ def global_avgpool(cfg, case: str, kw: dict, out, **run) -> dict:
     res = run_stream_case("avgpool", "rtl.avgpool:GlobalAvgPool", cfg, case, inputs={"i": beats},
                           expected={"o": exp}, ports=ports,
                           op=_op("global_avgpool", L, len(beats), GlobalAvgPool.LATENCY, images=N, channels=C,
-                                 hw=H * W), **run)
+                                 hw=H * W), row_groups=G, **run)
     return _with_tensor(res, lambda: _collect(res, "o", "q", N, C, L))
 
 
@@ -245,5 +248,5 @@ def layernorm(cfg, case: str, kw: dict, out, **run) -> dict:
     op["ideal_cycles"] = tokens * cycles_per_token(groups, recip)
     res = run_stream_case("layernorm", "rtl.layernorm:LayerNorm", cfg, case, inputs={"i": beats},
                           expected={"o": exp}, ports=ports, prm={"prm": param_rows(L, g=Gp, b=Bp, n=np_)},
-                          kwargs=gen, op=op, **run)
+                          kwargs=gen, op=op, row_groups=groups, **run)
     return _with_tensor(res, lambda: _restore(_collect(res, "o", "q", tokens, C, L), kw["x"], -1))
