@@ -37,6 +37,8 @@ def calibrate_activations(qmodel: QEfficientViT, batches: Iterable[torch.Tensor]
     for q in quantizers:
         if q is head.ln.out_q and cfg.keep_8bit_head_stem:
             q.bits = 8  # the last linear's input
+        elif q.name.endswith(".pre"):
+            q.bits = cfg.preact_bits
         elif q is not head.fc2.out_q:
             q.bits = cfg.n_bits_a
         q.enabled, q.observing = False, True

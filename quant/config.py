@@ -16,6 +16,9 @@ class QuantConfig:
     weight_symmetric: bool = True
     keep_8bit_head_stem: bool = True   # --disable_8bit_head_stem turns this off
     p: float = 2.4
+    # Bits of the hardswish pre-activation (per channel, requantized from the accumulator and
+    # consumed at once by the hardswish unit, never stored in a buffer).
+    preact_bits: int = 8
     # Trio-ViT techniques
     migration: bool = True
     shift: bool = True
@@ -40,6 +43,8 @@ class QuantConfig:
             raise ValueError(f"--n_bits_w {self.n_bits_w} is not supported: weights take 2..8 bits")
         if not 2 <= self.n_bits_a <= 16:
             raise ValueError(f"--n_bits_a {self.n_bits_a} is not supported: activations take 2..16 bits")
+        if not 2 <= self.preact_bits <= 16:
+            raise ValueError(f"pre-activation bits {self.preact_bits} not supported (2..16)")
         if not 1 <= self.log2_bits <= 8:
             raise ValueError(f"log2 divisor code of {self.log2_bits} bits is not supported (1..8)")
         if self.log2_clamp is not None:

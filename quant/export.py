@@ -32,7 +32,8 @@ def _tensor_entry(q: ActQuantizer, channels: int | None) -> dict:
         shape = [d for d in q.bshape if d != 1]
         s, z = s.view(shape), z.view(shape)
     return dict(bits=q.bits, signed=q.signed, scale=s, zero_point=z.round().to(torch.int32),
-                per_channel=bool(q.channel_index.numel() or q.shift.numel()), channels=channels,
+                per_channel=bool(q.channel_index.numel() or q.shift.numel() or (q.groups > 1 and len(s.shape) == 1)),
+                channels=channels,
                 enabled=q.enabled)
 
 

@@ -21,8 +21,8 @@ def hswish_knee(x: torch.Tensor, pre: ActQuantizer) -> torch.Tensor:
     """Hardswish whose knee (3) is snapped to the pre-activation grid, as the integer unit computes it."""
     if not pre.enabled:
         return F.hardswish(x)
-    s = pre.scale.detach().abs().clamp(min=1e-8)
-    t3 = torch.clamp(torch.round(3.0 / s), min=1.0) * s
+    s = pre._view(pre.scale.detach().abs().clamp(min=1e-8), x)
+    t3 = torch.clamp(torch.floor(3.0 / s + 0.5), min=1.0) * s  # round half up, per channel
     return x * torch.clamp(x + t3, torch.zeros_like(t3), 2 * t3) / 6.0
 
 
@@ -38,7 +38,11 @@ class QOp(nn.Module):
                                  requires_grad=False)
         self.act = act
         self.wq: WeightQuantizer | None = None
-        self.pre_q = ActQuantizer(f"{name}.pre", bits_a) if act == "hswish" else None
+        # The pre-activation is requantized from the accumulator, which is per channel anyway: so is
+        # its scale (outlier channels of EfficientViT would ruin a per-tensor one).
+        c = weight.shape[0]
+        self.pre_q = (ActQuantizer(f"{name}.pre", bits_a, groups=c, bshape=(1, c) + (1, 1) * (weight.dim() == 4))
+                      if act == "hswish" else None)
         self.out_q = ActQuantizer(f"{name}.out", bits_a)
         # Channel-wise migration: the output is divided per channel by this (and the consumer's
         # filters multiplied by it); empty when not migrated.
@@ -111,7 +115,8 @@ class QLayerNormHswish(nn.Module):
         self.weight = nn.Parameter(ln.weight.detach().clone(), requires_grad=False)
         self.bias = nn.Parameter(ln.bias.detach().clone(), requires_grad=False)
         self.eps = ln.eps
-        self.pre_q = ActQuantizer(f"{name}.pre", bits_a)
+        c = ln.weight.numel()
+        self.pre_q = ActQuantizer(f"{name}.pre", bits_a, groups=c, bshape=(1, c))  # per channel, as in QOp
         self.out_q = ActQuantizer(f"{name}.out", bits_a)
 
     def forward(self, x):

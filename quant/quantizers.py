@@ -117,43 +117,43 @@ class ActQuantizer(nn.Module):
         return (q - z) * s
 
     # -- calibration
-    def _observe(self, x: torch.Tensor, cap: int = 1 << 18) -> None:
+    def _observe(self, x: torch.Tensor, cap: int = 1 << 16) -> None:
         x = x.detach().float()
         if self.shift.numel():
             x = x - self.shift.view(1, -1, *([1] * (x.dim() - 2)))
-        rows = self._rows(x)
-        k = max(1, cap // max(1, len(rows) * 4))
-        sampled = []
-        for r in rows:
-            if r.numel() > k:
-                idx = torch.randint(0, r.numel(), (k,), generator=_GEN)
-                sampled.append(torch.cat([r[idx], r.min().view(1), r.max().view(1)]))
-            else:
-                sampled.append(r)
-        self._obs.append(sampled)
+        rows = self._rows(x)                       # (groups, K)
+        k = max(1, cap // self.groups)
+        if rows.shape[1] > k:
+            idx = torch.randint(0, rows.shape[1], (k,), generator=_GEN)
+            rows = torch.cat([rows[:, idx], rows.min(1, keepdim=True).values, rows.max(1, keepdim=True).values], 1)
+        self._obs.append(rows)
 
-    def _rows(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The values each parameter entry sees."""
+    def _rows(self, x: torch.Tensor) -> torch.Tensor:
+        """The values each parameter entry sees, one row per entry (entries see equally many)."""
         if self.groups == 1:
-            return [x.reshape(-1)]
+            return x.reshape(1, -1)
         if self.channel_index.numel():
             xc = x.transpose(0, 1).reshape(x.shape[1], -1)
-            return [xc[self.channel_index == g].reshape(-1) for g in range(self.groups)]
-        ids = torch.arange(self.groups, device=x.device).view(self.bshape).expand_as(x)
-        return [x[ids == g] for g in range(self.groups)]
+            return xc[torch.argsort(self.channel_index, stable=True)].reshape(self.groups, -1)
+        gdims = [i for i, d in enumerate(self.bshape) if d != 1]
+        rest = [i for i in range(x.dim()) if i not in gdims]
+        return x.permute(gdims + rest).reshape(self.groups, -1)
 
-    def calibrate(self, p: float) -> None:
-        """Fit scale and zero point to everything observed (Lp search, p = `p`)."""
+    def calibrate(self, p: float, max_samples: int = 1 << 17) -> None:
+        """Fit scale and zero point to everything observed (Lp search, p = `p`), all groups at once."""
         if not self._obs:
             raise RuntimeError(f"activation quantizer {self.name} saw no data during calibration")
-        per_group = [torch.cat([b[g] for b in self._obs]) for g in range(self.groups)]
+        x = torch.cat(self._obs, dim=1)
         self._obs.clear()
-        for g, v in enumerate(per_group):
-            if self.min_zero:
-                v = v.clamp(min=0)
-            s, z = lp_search(v.view(1, -1), self.bits, self.signed, p)
-            self.scale.data[g] = s[0]
-            self.zero_point[g] = z[0]
+        k = max_samples // self.groups + 2
+        if x.shape[1] > k:  # subsample, but keep the extremes: they bound the search
+            idx = torch.randint(0, x.shape[1], (k - 2,), generator=_GEN)
+            x = torch.cat([x[:, idx], x.min(1, keepdim=True).values, x.max(1, keepdim=True).values], 1)
+        if self.min_zero:
+            x = x.clamp(min=0)
+        s, z = lp_search(x, self.bits, self.signed, p)
+        self.scale.data.copy_(s)
+        self.zero_point.copy_(z)
 
     def extra_repr(self):
         return f"{self.name}, bits={self.bits}, signed={self.signed}, groups={self.groups}"

@@ -1,0 +1,70 @@
+"""main_imagenet.py end to end on a tiny synthetic ImageNet-layout folder, and its error handling."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from quant.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = ["--model", "b0-r224", "--n_bits_w", "8", "--channel_wise", "--n_bits_a", "8", "--act_quant",
+        "--num_samples", "8", "--calib_batch_size", "4", "--batch_size", "8", "--workers", "0", "--no_progress"]
+
+
+def test_cli_writes_results_and_quantized(synthetic_folder, seeded_b0_ckpt, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(FAST + ["--data_path", str(synthetic_folder), "--weight_url", str(seeded_b0_ckpt),
+                      "--iters_w", "2", "--iters_a", "2", "--test_before_calibration", "--output", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "Full-precision accuracy" in text and "W8A8 accuracy" in text and "output SQNR per block" in text
+    r = json.loads((out / "results.json").read_text())
+    for key in ("model", "n_bits_w", "n_bits_a", "fp_top1", "quant_top1", "quant_top5", "techniques", "seconds",
+                "wq_top1", "quant_agreement"):
+        assert key in r, key
+    assert r["techniques"] == ["migration", "shift", "log2"] and r["model"] == "b0-r224"
+    assert 0 <= r["quant_top1"] <= 100 and (out / "quantized.pt").stat().st_size > 100_000
+
+
+@pytest.mark.parametrize("extra,msg", [
+    (["--input_size", "256"], "does not match --model b0-r224"),
+    (["--n_bits_w", "9"], "n_bits_w 9 is not supported"),
+    (["--arch", "resnet18"], "is not a model name"),
+])
+def test_cli_rejects_bad_flags(synthetic_folder, extra, msg, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(FAST + ["--data_path", str(synthetic_folder)] + extra)
+    assert e.value.code == 2 and msg in capsys.readouterr().err
+
+
+def test_cli_reports_bad_data_path(tmp_path, seeded_b0_ckpt, capsys):
+    assert main(FAST + ["--data_path", str(tmp_path / "nowhere"), "--weight_url", str(seeded_b0_ckpt)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_vanilla_switches_all_techniques_off(synthetic_folder, seeded_b0_ckpt, tmp_path):
+    out = tmp_path / "v"
+    assert main(FAST + ["--data_path", str(synthetic_folder), "--weight_url", str(seeded_b0_ckpt), "--vanilla",
+                        "--iters_w", "0", "--iters_a", "0", "--output", str(out)]) == 0
+    assert json.loads((out / "results.json").read_text())["techniques"] == []
+
+
+def test_torchrun_two_processes_match_one(synthetic_folder, seeded_b0_ckpt, tmp_path):
+    """Sharded evaluation and calibration gathering under torchrun give the single-process numbers."""
+    args = FAST + ["--data_path", str(synthetic_folder), "--weight_url", str(seeded_b0_ckpt),
+                   "--iters_w", "0", "--iters_a", "0"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    runs = {}
+    for n in (1, 2):
+        out = tmp_path / f"n{n}"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
+               str(REPO / "main_imagenet.py")] + args + ["--output", str(out)]
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stderr[-3000:]
+        runs[n] = json.loads((out / "results.json").read_text())
+    assert runs[2]["world_size"] == 2
+    for key in ("fp_top1", "fp_top5", "quant_top1", "quant_top5", "quant_agreement"):
+        assert runs[1][key] == runs[2][key], key

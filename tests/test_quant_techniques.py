@@ -1,0 +1,104 @@
+"""Each Trio-ViT technique is an exact identity on the float model, and means what it says when quantizing."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from quant.data import SyntheticImages
+from quant.models import create_model
+from quant.qmodel import build_qmodel
+from quant.quantizers import ActQuantizer
+from quant.techniques import apply_migration, apply_shift, collect_channel_stats, mbconvs
+
+
+@pytest.fixture(scope="module")
+def b0_and_images():
+    model = create_model("b0-r224", num_classes=10, seed=0)
+    ds = SyntheticImages(8, 224, seed=5)
+    x = torch.stack([ds[i][0] for i in range(8)])
+    return model, x
+
+
+def test_qmodel_matches_timm_in_float(b0_and_images):
+    model, x = b0_and_images
+    with torch.no_grad():
+        ref, out = model(x), build_qmodel(model)(x)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("technique", ["migration", "shift"])
+def test_technique_leaves_float_output_unchanged(b0_and_images, technique):
+    model, x = b0_and_images
+    qm = build_qmodel(model)
+    with torch.no_grad():
+        before = qm(x)
+    stats = collect_channel_stats(qm, [x[:4], x[4:]])
+    (apply_migration if technique == "migration" else apply_shift)(qm, stats)
+    changed = [b.ops[0].out_div.numel() > 0 if technique == "migration" else b.ops[1].out_q.shift.numel() > 0
+               for b in mbconvs(qm)]
+    assert changed and all(changed)
+    if technique == "migration":
+        s = mbconvs(qm)[0].ops[0].out_div
+        assert s.min() >= 0.1 and s.max() <= 64 and s.std() > 0  # clipped, and really per channel
+    with torch.no_grad():
+        after = qm(x)
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
+
+
+def test_shift_is_the_reference_subtract_and_fold():
+    """Per-channel zero points == quantize(x - z) then conv, with W z folded into the bias."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 5, 5) * torch.linspace(0.5, 3, 6).view(1, 6, 1, 1) + torch.linspace(-4, 4, 6).view(1, 6, 1, 1)
+    w, b = torch.randn(4, 6, 1, 1), torch.randn(4)
+    z = (x.amax(dim=(0, 2, 3)) + x.amin(dim=(0, 2, 3))) / 2
+    q = ActQuantizer("t", 8)
+    q.shift = z.clone()
+    q.observing = True
+    q(x)
+    q.observing = False
+    q.calibrate(2.0)
+    q.enabled = True
+    s, zp = q.scale.item(), q.zero_point.item()
+    zg = s * torch.round(z / s)                        # the shift on the grid
+    xs = (torch.clamp(torch.round((x - zg.view(1, -1, 1, 1)) / s) + zp, 0, 255) - zp) * s
+    ref = F.conv2d(xs, w, b + (w.sum(dim=(2, 3)) @ zg))
+    torch.testing.assert_close(F.conv2d(q(x), w, b), ref, rtol=1e-5, atol=1e-4)
+    # and shifting really centres the channels: far fewer values clip than without it
+    plain = ActQuantizer("p", 8)
+    plain.observing = True
+    plain(x)
+    plain.observing = False
+    plain.calibrate(2.0)
+    plain.enabled = True
+    assert (q(x) - x).abs().mean() < (plain(x) - x).abs().mean()
+
+
+def test_log2_divisor_is_a_power_of_two_in_integer_units(b0_and_images):
+    from quant.config import QuantConfig
+    from quant.engine import quantize
+    model, x = b0_and_images
+    qm, rep = quantize(model, [x], QuantConfig(iters_w=0, iters_a=0, batch_size=4), progress=False)
+    core = qm.attn_cores()[0]
+    seen = {}
+
+    def hook(mod, args, out):
+        q, k, v, s_q = args
+        seen.update(q=q, k=k, v=v, s_q=s_q, out=out)
+    h = core.register_forward_hook(hook)
+    with torch.no_grad():
+        qm(x[:2])
+    h.remove()
+    q, k, v, s_q = seen["q"], seen["k"], seen["v"], seen["s_q"]
+    qr, kr = F.relu(q), F.relu(k)
+    kv, ks = core.kv_q(kr.transpose(-1, -2) @ v), core.ks_q(kr.sum(2))
+    num, den = qr @ kv, qr @ ks.unsqueeze(-1)
+    unit = core.divisor_unit(s_q)
+    div = seen["num_over_out"] = num / seen["out"]
+    e = torch.log2(div / unit)
+    ok = (den.expand_as(div) > 0) & (seen["out"].abs() > 0)
+    # the divisor is exactly 2^e * s_q * s_ks with integer e inside the 4-bit window
+    assert torch.allclose(e[ok], e[ok].round(), atol=1e-3)
+    lo = int(core.e_lo)
+    assert e[ok].round().min() >= lo and e[ok].round().max() <= lo + 15
+    assert rep["log2_ranges"][core.name] == (lo, lo + 15)
