@@ -109,6 +109,7 @@ def cmd_all(args) -> int:
     quantized = Path(args.quantized) if args.quantized else out / "demo" / "run" / "quantized.pt"
     if not args.quantized and (args.requantize or not quantized.is_file()):
         from quant.demo import main as demo_main
+        (out / "demo").mkdir(parents=True, exist_ok=True)      # quant.demo saves into it before creating it
         demo_args = ["--out", str(out / "demo"), "--iters", str(args.iters)]
         if args.assets:
             demo_args += ["--assets", str(args.assets)]

@@ -116,11 +116,19 @@ def _round(a) -> np.ndarray:
     return np.floor(np.asarray(a, dtype=np.float64) + 0.5).astype(np.int64)
 
 
+TINY = 2.0 ** -33     # below this quantize_multiplier has no shift left
+
+
 def _mults(reals, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """(M, n) per real factor. A factor below 2^-33 times any int32 operand is below 1/4 and rounds to
+    0, so (M, n) = (0, 0) is exactly what the ideal multiplier would give (dead channels)."""
+    r = np.asarray(reals, dtype=np.float64)
+    tiny = (r >= 0) & (r < TINY)
     try:
-        return ops.quantize_multipliers(np.asarray(reals, dtype=np.float64))
+        M, n = ops.quantize_multipliers(np.where(tiny, 0.0, r))
     except ValueError as e:
         raise ValueError(f"{what}: {e}") from None
+    return M, n
 
 
 def _uniform(a, what: str):
@@ -204,12 +212,14 @@ def mac_node(node: dict, T: _Tensors, notes: Notes, graph_output: str) -> dict:
     div = np.ones(cout) if node["out_div"] is None else _np(node["out_div"]).reshape(-1)
     e_out = T.entry(node["output"])
     if node["act"] == "hswish":
-        s_p, z_p = T.get(node["pre"])
-        s_p, z_p = float(_uniform(s_p, f"{name}: pre-activation scale")), int(_uniform(z_p, f"{name}: z_pre"))
+        # the pre-activation never leaves the requant -> hardswish pipeline: its scale, zero point
+        # and knee may be per channel (or one per tensor, broadcast)
+        s_p, z_p = T.get(node["pre"], cout)
         M, n = _mults(s_acc / s_p, f"{name} pre-activation requant")
-        out["pre"] = dict(M=M, n=n, z=np.int64(z_p))
+        out["pre"] = dict(M=M, n=n, z=z_p)
+        t3 = _knees(s_p, name)
         M, n = _mults(s_p * s_p / (6.0 * div * s_out), f"{name} hardswish output")
-        out["hswish"] = dict(t3=np.int64(ops.hardswish_t3(s_p)), z_p=np.int64(z_p), M=M, n=n, z_out=z_out)
+        out["hswish"] = dict(t3=t3, z_p=z_p, M=M, n=n, z_out=z_out)
     elif node["act"] is None:
         M, n = _mults(s_acc / (div * s_out), f"{name} requant")
         if node["output"] == graph_output:
@@ -222,6 +232,13 @@ def mac_node(node: dict, T: _Tensors, notes: Notes, graph_output: str) -> dict:
     else:
         raise ValueError(f"{name}: activation {node['act']!r} has no integer unit")
     return out
+
+
+def _knees(s_p: np.ndarray, name: str) -> np.ndarray:
+    try:
+        return np.array([ops.hardswish_t3(float(v)) for v in np.reshape(s_p, -1)], dtype=np.int64)
+    except ValueError as e:
+        raise ValueError(f"{name}: {e}") from None
 
 
 def _code_range(e: dict) -> tuple[int, int]:
@@ -289,18 +306,18 @@ def avgpool_node(node: dict, T: _Tensors, hw: int) -> dict:
 def layernorm_node(node: dict, T: _Tensors, frac_bits: int = ops.LN_FRAC_BITS,
                    recip_bits: int = ops.LN_RECIP_BITS) -> dict:
     name = node["name"]
+    C = int(np.asarray(_np(node["weight"])).size)
     s_x, z_x = T.get(node["input"])
-    s_p, z_p = T.get(node["pre"])
+    s_p, z_p = T.get(node["pre"], C)                # per channel or broadcast
     s_o, z_o = T.get(node["output"])
-    s_x, s_p, s_o = (float(_uniform(v, f"{name}: scale")) for v in (s_x, s_p, s_o))
+    s_x, s_o = (float(_uniform(v, f"{name}: scale")) for v in (s_x, s_o))
     eps_int, G, B, n_g = ops.layernorm_params(_np(node["weight"]), _np(node["bias"]), s_x, s_p, float(node["eps"]),
                                               frac_bits=frac_bits)
-    M, n = ops.quantize_multiplier(s_p * s_p / (6.0 * s_o))
+    M, n = _mults(s_p * s_p / (6.0 * s_o), f"{name} hardswish output")
     return dict(op="layernorm_hswish", name=name, input=node["input"], output=node["output"],
                 z_x=np.int64(_uniform(z_x, f"{name}: z_x")), eps_int=np.int64(eps_int), G=G, B=B, n_g=n_g,
-                frac_bits=int(frac_bits), recip_bits=int(recip_bits),
-                z_pre=np.int64(_uniform(z_p, f"{name}: z_pre")), t3=np.int64(ops.hardswish_t3(s_p)),
-                M=np.int64(M), n=np.int64(n), z_out=np.int64(_uniform(z_o, f"{name}: z_out")))
+                frac_bits=int(frac_bits), recip_bits=int(recip_bits), z_pre=z_p, t3=_knees(s_p, name),
+                M=M, n=n, z_out=np.int64(_uniform(z_o, f"{name}: z_out")))
 
 
 # --------------------------------------------------------------------------- the whole graph

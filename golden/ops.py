@@ -36,6 +36,7 @@ __all__ = [
 ACC_BITS = 32        # MAC accumulators (signed)
 MULT_BITS = 31       # requantization multiplier magnitude, normalised to [2^30, 2^31)
 SHIFT_MAX = 63       # right shifts are 6-bit: 0..63
+T3_BITS = 22         # hardswish knee: t3 < 2^(acc_bits - act_bits - 2), so |h| < 2^31
 LN_G_BITS = 16       # LayerNorm per-channel signed multiplier (|G| < 2^15)
 LN_B_BITS = 48       # LayerNorm per-channel bias at the shifted scale
 LN_FRAC_BITS = 10    # fractional bits of the normalised LayerNorm value y (the accelerator's unit)
@@ -254,13 +255,13 @@ def linear(x, w, bias, x_bits: int = 8, w_bits: int = 8) -> np.ndarray:
 def hardswish(p, z_p, t3, M, n, z_out, lo: int = 0, hi: int = 255, axis: int = 1) -> np.ndarray:
     """SPEC 3: ``k = p - z_p; h = k * clamp(k + t3, 0, 2 t3); out = requantize(h, M, n, z_out)``.
 
-    ``p``: pre-activation codes; ``t3 = round(3 / s_p)`` in [1, 2^16);
-    ``M, n, z_out`` per output channel (along ``axis``) or scalar, with
-    ``M 2^-n ~ s_p^2 / (6 s_out)``.  ``|h| < 2^25``.
+    ``p``: pre-activation codes; ``t3 = round(3 / s_p)`` in [1, 2^22); ``z_p``, ``t3``,
+    ``M, n, z_out`` per channel (along ``axis``) or scalar, with
+    ``M 2^-n ~ s_p^2 / (6 s_out)``.  ``|h| <= 255 (255 + t3) < 2^31``.
     """
     p = _int(p, "hardswish: p")
     z_p, t3 = _int(z_p, "hardswish: z_p"), _int(t3, "hardswish: t3")
-    _check_range(t3, 1, (1 << 16) - 1, "hardswish: t3")
+    _check_range(t3, 1, (1 << T3_BITS) - 1, "hardswish: t3")
     ax = _axis(p.ndim, axis)
     k = p - _chan(z_p, p.ndim, ax)
     t3c = _chan(t3, p.ndim, ax)
@@ -580,12 +581,12 @@ def quantize_signed_multiplier(real: float, bits: int = LN_G_BITS, max_shift: in
 
 
 def hardswish_t3(s_p: float) -> int:
-    """SPEC 3: the knee ``t3 = round_half_up(3 / s_p)`` (an integer in [1, 2^16))."""
+    """SPEC 3: the knee ``t3 = round_half_up(3 / s_p)`` (an integer in [1, 2^22))."""
     if not (math.isfinite(s_p) and s_p > 0):
         raise ValueError(f"hardswish_t3: pre-activation scale must be > 0, got {s_p!r}")
     t3 = math.floor(3.0 / s_p + 0.5)
-    if not 1 <= t3 < 1 << 16:
-        raise ValueError(f"hardswish_t3: t3 = round(3 / {s_p!r}) = {t3} outside [1, 65535]")
+    if not 1 <= t3 < 1 << T3_BITS:
+        raise ValueError(f"hardswish_t3: t3 = round(3 / {s_p!r}) = {t3} outside [1, {(1 << T3_BITS) - 1}]")
     return t3
 
 
@@ -593,11 +594,12 @@ def layernorm_params(gamma, beta, s_x: float, s_out: float, eps: float, frac_bit
     """SPEC 7: float LayerNorm parameters -> ``(eps_int, G, B, n_g)`` int64 arrays.
 
     ``eps_int = round(eps C^2 / s_x^2)``; per channel ``G 2^-n_g ~ gamma / s_out 2^-frac_bits``
-    and ``B = round_half_up(beta / s_out 2^n_g)``.
+    and ``B = round_half_up(beta / s_out 2^n_g)``; ``s_out`` one value or one per channel.
     """
     gamma = np.asarray(gamma, dtype=np.float64)
     beta = np.asarray(beta, dtype=np.float64)
     C = gamma.shape[0]
+    so = np.broadcast_to(np.asarray(s_out, dtype=np.float64), (C,))     # per channel or one value
     eps_int = math.floor(eps * C * C / (s_x * s_x) + 0.5)
     G = np.zeros(C, dtype=np.int64)
     n = np.zeros(C, dtype=np.int64)
@@ -606,14 +608,14 @@ def layernorm_params(gamma, beta, s_x: float, s_out: float, eps: float, frac_bit
         raise ValueError(f"layernorm_params: eps_int = {eps_int} exceeds 2^40 (input scale {s_x!r} too small)")
     for c in range(C):
         # shift chosen so that also B fits its 48 bits
-        _, nc = quantize_signed_multiplier(gamma[c] / s_out / 2.0 ** frac_bits)
+        _, nc = quantize_signed_multiplier(gamma[c] / so[c] / 2.0 ** frac_bits)
         bmax = (1 << (LN_B_BITS - 1)) - 1
-        while nc > 0 and abs(beta[c] / s_out) * 2.0 ** nc >= bmax:
+        while nc > 0 and abs(beta[c] / so[c]) * 2.0 ** nc >= bmax:
             nc -= 1
-        g2 = math.floor(abs(gamma[c] / s_out / 2.0 ** frac_bits) * 2.0 ** nc + 0.5)
+        g2 = math.floor(abs(gamma[c] / so[c] / 2.0 ** frac_bits) * 2.0 ** nc + 0.5)
         if g2 >= 1 << (LN_G_BITS - 1):
             raise ValueError(f"layernorm_params: channel {c}: gamma/s_out too large for a 16-bit multiplier")
         G[c] = g2 if gamma[c] >= 0 else -g2
         n[c] = nc
-        B[c] = math.floor(beta[c] / s_out * 2.0 ** nc + 0.5)
+        B[c] = math.floor(beta[c] / so[c] * 2.0 ** nc + 0.5)
     return np.int64(eps_int), G, B, n

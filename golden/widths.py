@@ -14,7 +14,7 @@ from dataclasses import dataclass
 A_MAX = 255          # largest activation code, and largest |x - z|
 W_MAX = 127          # largest |weight| (narrow range)
 KV_MAX = 127         # kv codes are signed symmetric 8-bit
-T3_MAX = (1 << 16) - 1
+T3_MAX = (1 << 22) - 1    # rtl/hswish.py: t3_bits = acc_bits - act_bits - 2
 
 
 def signed_bits(bound: int) -> int:
@@ -122,7 +122,7 @@ def products(layers: list[dict]) -> list[Product]:
             keep(Product("layernorm y (normalised, Q.10)", L["name"], C, ymax, ymax))
     # fixed-width elementwise products (independent of the model)
     h = A_MAX * (A_MAX + T3_MAX)
-    keep(Product("hardswish k*clamp(k+t3) (t3 < 2^16)", "every hardswish", 1, h, h))
+    keep(Product("hardswish k*clamp(k+t3) (t3 < 2^22)", "every hardswish", 1, h, h))
     return list(worst.values())
 
 

@@ -66,7 +66,8 @@ def tiny_ir(stem_per_channel: bool = False) -> dict:
                  pre=A("stem.pre", 0.05, 128), acc_grid=s_in.max()))
     # MBConv: expand (migration out_div) -> depthwise (shift: per-channel zero points) -> project -> add
     N.append(mac("mb.expand", "pointwise", "stem.out", A("mb.expand.out", 0.03, 40), 16, 8, 1, act_="hswish",
-                 pre=A("mb.expand.pre", 0.04, 120), out_div=RNG.uniform(0.5, 2.0, 16), acc_grid=0.05))
+                 pre=A("mb.expand.pre", RNG.uniform(0.03, 0.05, 16), RNG.integers(100, 140, 16)),
+                 out_div=RNG.uniform(0.5, 2.0, 16), acc_grid=0.05))   # per-channel pre-activation
     zc = RNG.integers(-300, 300, 16)
     N.append(mac("mb.dw", "depthwise", "mb.expand.out", A("mb.dw.out", np.full(16, 0.03), zc), 16, 1, 3, 1, 1, 16,
                  act_="hswish", pre=A("mb.dw.pre", 0.04, 110), acc_grid=0.03))
@@ -98,7 +99,7 @@ def tiny_ir(stem_per_channel: bool = False) -> dict:
     N.append(dict(op="avgpool", name="head.pool", input="head.in_conv.out", output=A("head.pool.out", 0.02, 30)))
     N.append(mac("head.fc1", "linear", "head.pool.out", A("head.fc1.out", 0.03, 128), 24, 32, 0, acc_grid=0.02))
     N.append(dict(op="layernorm_hswish", name="head.ln", input="head.fc1.out", output=A("head.ln.out", 0.03, 20),
-                  pre=A("head.ln.pre", 0.03, 128), weight=t(RNG.uniform(0.5, 1.5, 24)), bias=t(RNG.normal(0, 0.3, 24)),
+                  pre=A("head.ln.pre", RNG.uniform(0.02, 0.04, 24), RNG.integers(110, 140, 24)), weight=t(RNG.uniform(0.5, 1.5, 24)), bias=t(RNG.normal(0, 0.3, 24)),
                   eps=1e-5))
     N.append(mac("head.fc2", "linear", "head.ln.out", A("head.fc2.out", 0.002, 0, bits=16, signed=True), 5, 24, 0,
                  acc_grid=0.03))
@@ -128,8 +129,8 @@ def quant(x, e):
 
 
 def hsw_knee(y, e):
-    s = float(np.abs(e["scale"].numpy()).reshape(-1)[0])
-    t3 = max(1.0, math.floor(3 / s + 0.5)) * s
+    s = np.abs(e["scale"].numpy()).reshape(-1)
+    t3 = (np.maximum(1.0, np.floor(3 / s + 0.5)) * s).reshape((1, -1, 1, 1) if y.ndim == 4 else (1, -1))
     return y * np.clip(y + t3, 0, 2 * t3) / 6
 
 
@@ -224,6 +225,19 @@ def test_stem_per_channel_scale_is_folded_and_noted():
     assert any("stem" in n and "re-rounded" in n for n in model["notes"])
     stem = model["nodes"][0]
     assert np.abs(stem["w"]).max() <= 127
+    execute.run(model, images(1))
+
+
+def test_dead_channel_gets_zero_multiplier_and_wide_knee():
+    # a pre-activation channel with a tiny scale (a dead channel): t3 beyond 16 bits, factors below 2^-33
+    ir = tiny_ir()
+    pre = ir["tensors"]["mb.expand.pre"]
+    s = pre["scale"].clone()
+    s[3] = 1e-6
+    pre["scale"] = s
+    model = convert.from_ir(ir)
+    node = model["nodes"][1]
+    assert node["hswish"]["t3"][3] == 3_000_000 and node["hswish"]["M"][3] == 0
     execute.run(model, images(1))
 
 

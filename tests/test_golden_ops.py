@@ -225,7 +225,7 @@ def hswish(v: Fraction) -> Fraction:
 
 
 @SET
-@given(p=ints((2, 3), 0, 255), z_p=st.integers(0, 255), t3=st.integers(1, (1 << 16) - 1),
+@given(p=ints((2, 3), 0, 255), z_p=st.integers(0, 255), t3=st.integers(1, (1 << 22) - 1),
        mn=st.lists(mults, min_size=3, max_size=3), z=st.integers(0, 255))
 def test_hardswish_exact(p, z_p, t3, mn, z):
     M = np.array([m for m, _ in mn]); n = np.array([s for _, s in mn])
@@ -496,3 +496,16 @@ def test_layernorm_rejects_bad_parameters():
         ops.layernorm(x, np.zeros(4, dtype=np.int64), 0, G, B, n, 0)
     with pytest.raises(TypeError, match="integer"):
         ops.layernorm(x.astype(float), 0, 0, G, B, n, 0)
+
+
+def test_hardswish_knee_limits():
+    t3 = (1 << 22) - 1                             # the widest knee rtl/hswish.py holds: |h| < 2^31
+    p = np.array([[0, 255]])
+    M, n = ops.quantize_multiplier(2.0 ** -20)
+    got = ops.hardswish(p, 0, t3, M, n, 0, lo=-(1 << 40), hi=1 << 40, axis=1)
+    assert got.tolist() == [[0, rhu(Fraction(255 * (255 + t3) * M, 1 << n))]]
+    with pytest.raises(ValueError, match="t3"):
+        ops.hardswish(p, 0, 1 << 22, M, n, 0)
+    assert ops.hardswish_t3(3.0 / ((1 << 22) - 1)) == (1 << 22) - 1
+    with pytest.raises(ValueError, match="t3"):
+        ops.hardswish_t3(3.0 / (1 << 22))
