@@ -53,3 +53,10 @@ def test_synth_tiny_norm_units_match_baseline(tmp_path, unit):
 @pytest.mark.parametrize("unit", ["mat_engine", "rmac_engine"])
 def test_synth_small_engines_match_baseline(tmp_path, unit):
     _check("small", unit, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("unit", ["mat_engine", "rmac_engine"])
+def test_synth_paper_engines_match_baseline(tmp_path, unit):
+    """The paper's budget: 1,024 MAT multipliers -> 1,024 DSP48E2 (tens of minutes on a shared machine)."""
+    _check("paper", unit, tmp_path)
