@@ -133,19 +133,19 @@ def logits_requant(cfg, case: str, kw: dict, out, **run) -> dict:
 
 # ------------------------------------------------------------------ SPEC 3
 def hardswish(cfg, case: str, kw: dict, out, **run) -> dict:
-    """golden.ops.hardswish(p, z_p, t3, M, n, z_out, lo, hi, axis) on rtl.hswish.Hardswish."""
+    """golden.ops.hardswish(p, z_p, t3, M, n, z_out, lo, hi, axis) on rtl.hswish.Hardswish
+    (``z_p``, ``t3`` scalar or per channel, like ``M``, ``n``, ``z_out``)."""
     L = cfg.mat_lanes
     axis = kw.get("axis", 1)
     p = _rows(kw["p"], axis)
     rows, C = p.shape
-    z_p, t3 = _scalar(kw["z_p"], "hardswish z_p"), _scalar(kw["t3"], "hardswish t3")
     lo, hi = int(kw.get("lo", 0)), int(kw.get("hi", 255))
-    M, n, z = (pad_channels(_per_channel(kw[k], C), L, 0) for k in ("M", "n", "z_out"))
-    beats = _beats(p, L, "p", fill=z_p)
+    M, n, z, zp = (pad_channels(_per_channel(kw[k], C), L, 0) for k in ("M", "n", "z_out", "z_p"))
+    t3 = pad_channels(_per_channel(kw["t3"], C), L, 1)
+    beats = _beats(p, L, "p")
     exp = [{"q": b["p"]} for b in _beats(_rows(out, axis), L, "p", masked=True)]
     res = run_stream_case("hswish", "rtl.hswish:Hardswish", cfg, case, inputs={"i": beats}, expected={"o": exp},
-                          ports={"z_p": z_p, "t3": t3, "lo": lo, "hi": hi},
-                          prm={"prm": param_rows(L, m=M, n=n, z=z)},
+                          ports={"lo": lo, "hi": hi}, prm={"prm": param_rows(L, m=M, n=n, z=z, zp=zp, t3=t3)},
                           op=_op("hardswish", L, len(beats), Hardswish.LATENCY, rows=rows, channels=C),
                           row_groups=-(-C // L), **run)
     return _with_tensor(res, lambda: _restore(_collect(res, "o", "q", rows, C, L), kw["p"], axis))

@@ -40,6 +40,22 @@ def test_hswish_knee_extremes(cfg, t3, z_p):
 
 @pytest.mark.sim
 @pytest.mark.parametrize("cfg", [CONFIGS["tiny"]], ids=["tiny"])
+def test_hswish_per_channel_pre(cfg):
+    """Per-channel pre-activation (SPEC 3): z_p and t3 per channel, t3 up to its 22-bit limit."""
+    rng = np.random.default_rng(25)
+    C, rows = 9, 100
+    s_p = 10 ** rng.uniform(-3.5, -0.5, C)
+    t3 = np.array([ops.hardswish_t3(float(s)) for s in s_p])
+    t3[0], t3[1] = 1, (1 << 22) - 1                   # both ends of the t3 range
+    z_p = edge_values(rng, C, 0, 255, p_edge=0.3)
+    M, n = ops.quantize_multipliers(s_p * s_p / (6 * s_p * 255 / 6 * 10 ** rng.uniform(-0.5, 1.0, C)))
+    p = edge_values(rng, rows * C, 0, 255, p_edge=0.2).reshape(rows, C)
+    kw = {"p": p, "z_p": z_p, "t3": t3, "M": M, "n": n, "z_out": edge_values(rng, C, 0, 255, p_edge=0.3)}
+    norm_ops.hardswish(cfg, "per_channel_pre", kw, ops.hardswish(**kw), gap=0.3, backpressure=0.3, seed=25)
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("cfg", [CONFIGS["tiny"]], ids=["tiny"])
 def test_hswish_throughput(cfg):
     res = hswish_case(cfg, "throughput", rows=64, C=8, seed=23)
     assert res["cycles"] == 64 * 8 // cfg.mat_lanes + Hardswish.LATENCY
