@@ -115,6 +115,11 @@ def build_ops(cfg: AccelConfig, seed: int, full: bool):
     attn_kv(o, a, cfg, rng, 9, 4, extreme="max")
     attn_qkv(o, a, cfg, rng, 13, 8)
     attn_qkv(o, a, cfg, rng, 5, 4, extreme="max")
+    if cfg.name == "small":
+        # layer-sized shapes (B0 stage 3 / attention at 14x14): realistic cycles for pysim's check
+        pointwise(o, a, cfg, rng, 64, 7, 7, 128)
+        attn_kv(o, a, cfg, rng, 196, 16)
+        attn_qkv(o, a, cfg, rng, 196, 16)
     if full:
         for _ in range(6):
             pointwise(o, a, cfg, rng, int(rng.integers(1, 70)), int(rng.integers(1, 9)),

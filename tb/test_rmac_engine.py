@@ -71,6 +71,11 @@ def build_ops(cfg: AccelConfig, seed: int, full: bool):
     depthwise(o, a, cfg, rng, 2, 4, 5, 3, 1, extreme="max")
     depthwise(o, a, cfg, rng, 2, 5, 4, 5, 2, extreme="min")
     pointwise(o, a, cfg, rng, 7, 10, 3)
+    if cfg.name == "small":
+        # layer-sized shapes: realistic cycles for pysim's check
+        depthwise(o, a, cfg, rng, 16, 14, 14, 3, 1)
+        depthwise(o, a, cfg, rng, 16, 14, 14, 5, 1)
+        depthwise(o, a, cfg, rng, 8, 28, 28, 3, 2)
     if full:
         for _ in range(8):
             k = int(rng.choice([3, 5]))
