@@ -48,7 +48,7 @@ class GlobalAvgPool(wiring.Component):
             "o": Out(stream.Signature(self.rq.out_layout)),
             "z_x": In(a),
             "m": In(unsigned(config.mult_bits)), "n": In(unsigned(config.shift_bits)),
-            "z_out": In(a), "lo": In(a), "hi": In(a),
+            "z_out": In(signed(config.zero_point_bits)), "lo": In(a), "hi": In(a),
         })
 
     def elaborate(self, platform):

@@ -40,6 +40,9 @@ class AccelConfig:
     # Depth of the per-channel parameter tables (M, n per channel): the widest
     # tensor a requantizer serves (B3's head conv has 2560 output channels).
     norm_max_channels: int = 2560
+    # Zero points are signed 16-bit parameters (golden/SPEC.md section 0): filter-wise
+    # shifting moves per-channel output zero points off the code range (e.g. -1239).
+    zero_point_bits: int = 16
     # --- compute engines' local buffers (rtl/mat_engine.py, rtl/rmac_engine.py) --
     # Weight buffer depth in words: the MAT engine holds a tile of mat_lanes
     # output channels x (mat_mults * mat_wbuf_words) reduction taps; the R-MAC

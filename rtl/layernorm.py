@@ -99,7 +99,7 @@ class LayerNorm(wiring.Component):
             "prm": In(stream.Signature(self.prm_layout)),
             "channels": In(unsigned(self.c_bits)),
             "z_x": In(a), "eps_int": In(unsigned(EPS_BITS)),
-            "z_out": In(a), "lo": In(a), "hi": In(a),
+            "z_out": In(signed(config.zero_point_bits)), "lo": In(a), "hi": In(a),
         })
 
     def elaborate(self, platform):

@@ -58,7 +58,7 @@ def param_layout(config: AccelConfig, lanes: int, out_shape) -> data.StructLayou
     return data.StructLayout({
         "m": data.ArrayLayout(unsigned(config.mult_bits), lanes),
         "n": data.ArrayLayout(unsigned(config.shift_bits), lanes),
-        "z": data.ArrayLayout(out_shape, lanes),
+        "z": data.ArrayLayout(signed(config.zero_point_bits), lanes),
     })
 
 
@@ -119,7 +119,7 @@ class Requant(wiring.Component):
         else:
             members["m"] = In(unsigned(config.mult_bits))
             members["n"] = In(unsigned(config.shift_bits))
-            members["z"] = In(self.out_shape)
+            members["z"] = In(signed(config.zero_point_bits))
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -161,8 +161,8 @@ class Requant(wiring.Component):
         nw = cfg.shift_bits + 2  # total shift n + extra, clamped to >= 0
         prod2 = [Signal(signed(pw), name=f"prod2_{k}") for k in range(L)]
         n2 = [Signal(unsigned(nw), name=f"n2_{k}") for k in range(L)]
-        z2 = Signal(data.ArrayLayout(self.out_shape, L))
-        z3 = Signal(data.ArrayLayout(self.out_shape, L))
+        z2 = Signal(data.ArrayLayout(signed(cfg.zero_point_bits), L))
+        z3 = Signal(data.ArrayLayout(signed(cfg.zero_point_bits), L))
         tag2 = Signal(self.tag_shape) if tag1 is not None else None
         tag3 = Signal(self.tag_shape) if tag1 is not None else None
         with m.If(adv):

@@ -37,7 +37,8 @@ class ResidualAdd(wiring.Component):
             "a": In(stream.Signature(self.in_layout)),
             "b": In(stream.Signature(self.in_layout)),
             "o": Out(stream.Signature(self.out_layout)),
-            "z_a": In(a), "z_b": In(a), "z_out": In(a), "lo": In(a), "hi": In(a),
+            "z_a": In(a), "z_b": In(a), "lo": In(a), "hi": In(a),
+            "z_out": In(signed(config.zero_point_bits)),
             "ma": In(unsigned(config.mult_bits)), "mb": In(unsigned(config.mult_bits)),
             "n": In(unsigned(config.shift_bits)),
         })

@@ -25,9 +25,10 @@ def make_acc(rng, rows, C):
     return acc.reshape(rows, C)
 
 
-def requant_case(cfg, case, rows, C, seed, lo=0, hi=255, gap=0.0, bp=0.0):
+def requant_case(cfg, case, rows, C, seed, lo=0, hi=255, z_range=None, gap=0.0, bp=0.0):
+    """``z_range``: (lo, hi) of the zero points when they may leave the code range (filter-wise shifting)."""
     rng = np.random.default_rng(seed)
-    M, n, z = make_params(rng, C, lo, hi)
+    M, n, z = make_params(rng, C, *(z_range or (lo, hi)))
     kw = {"acc": make_acc(rng, rows, C), "M": M, "n": n, "z_out": z, "lo": lo, "hi": hi}
     return norm_ops.requantize(cfg, case, kw, ops.requantize(**kw), gap=gap, backpressure=bp, seed=seed)
 
@@ -46,6 +47,15 @@ def test_requant_throughput(cfg):
     res = requant_case(cfg, "throughput", rows=64, C=8, seed=12)
     beats = 64 * 8 // cfg.mat_lanes
     assert res["cycles"] == beats + Requant.LATENCY
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("cfg", [CONFIGS["tiny"]], ids=["tiny"])
+def test_requant_shifted_zero_points(cfg):
+    """Per-channel zero points off the code range (signed 16-bit, SPEC 0; the proxy has -1239)."""
+    requant_case(cfg, "shifted_zero_points", rows=60, C=7, seed=16, z_range=(-(1 << 15), (1 << 15) - 1),
+                 gap=0.2, bp=0.2)
+    requant_case(cfg, "shifted_zero_points_near", rows=60, C=7, seed=17, z_range=(-1300, 600), gap=0.2, bp=0.2)
 
 
 @pytest.mark.sim
