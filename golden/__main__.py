@@ -41,7 +41,7 @@ def cmd_widths(args) -> int:
 def cmd_eval(args) -> int:
     from .evaluate import evaluate, summary, write
     r = evaluate(args.quantized, args.data_path, args.split, args.max_val, args.batch_size,
-                 float64=not args.float32, progress=not args.quiet)
+                 float64=not args.float32, progress=not args.quiet, every=args.every)
     print(summary(r))
     if args.output:
         print(f"wrote {write(r, args.output)}")
@@ -148,6 +148,7 @@ def main(argv=None) -> int:
     e.add_argument("--output", default=None, help="write OUTPUT/golden.json")
     e.add_argument("--split", default="val")
     e.add_argument("--max_val", type=int, default=None, help="first N images of the split only")
+    e.add_argument("--every", type=int, default=1, help="evaluate every k-th image of the split (quick runs)")
     e.add_argument("--batch_size", type=int, default=16)
     e.add_argument("--float32", action="store_true",
                    help="evaluate the fake-quant reference in float32 (default float64, same weight codes)")

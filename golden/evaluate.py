@@ -70,7 +70,7 @@ def spec_bounds(model_name: str) -> dict[str, dict]:
 
 
 def evaluate(quantized: str | Path, data_path: str | Path, split: str = "val", max_images: int | None = None,
-             batch_size: int = 16, float64: bool = True, progress: bool = True) -> dict:
+             batch_size: int = 16, float64: bool = True, progress: bool = True, every: int = 1) -> dict:
     import torch
     from torch.utils.data import DataLoader, Subset
     t0 = time.time()
@@ -79,8 +79,11 @@ def evaluate(quantized: str | Path, data_path: str | Path, split: str = "val", m
     dtype = torch.float64 if float64 else torch.float32
     s_logit = float(obj["tensors"][obj["graph_output"]]["scale"].reshape(-1)[0].abs())
     ds = pixel_dataset(data_path, split, int(obj["input_size"]), float(obj.get("crop_ratio", 1.0)))
+    idx = list(range(0, len(ds), max(every, 1)))          # every k-th image spreads a subset over the classes
     if max_images is not None:
-        ds = Subset(ds, list(range(min(max_images, len(ds)))))
+        idx = idx[:max_images]
+    if len(idx) != len(ds):
+        ds = Subset(ds, idx)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0)
     st = execute.Stats()
     n = int_ok = fq_ok = agree = 0
@@ -115,7 +118,7 @@ def evaluate(quantized: str | Path, data_path: str | Path, split: str = "val", m
                    spec_bits=bounds.get(k, {}).get("bits"), measured_bits=widths.signed_bits(v),
                    fits_int32=v < 2 ** 31)
            for k, v in sorted(st.max_abs.items())}
-    return dict(quantized=str(quantized), model=obj["model"], split=split, num_images=n,
+    return dict(quantized=str(quantized), model=obj["model"], split=split, num_images=n, every=every,
                 int_top1=100.0 * int_ok / n, fakequant_top1=100.0 * fq_ok / n, agreement=agree / n,
                 agreement_percent=100.0 * agree / n, max_logit_error_lsb=max_err,
                 fakequant_dtype="float64" if float64 else "float32", input_code_mismatches=input_code_mismatch,
