@@ -81,7 +81,7 @@ def block_sqnr(fp_model: QEfficientViT, qmodel: QEfficientViT, batches) -> dict[
     sig: dict[str, float] = {}
     noise: dict[str, float] = {}
     for x in batches:
-        a, b = fp_model.input_q(x) if fp_model.input_q.enabled else x, qmodel.input_q(x)
+        a, b = fp_model.input_q(x), qmodel.input_q(x)  # InputQuant scales by std even when disabled
         for fb, qb in zip(fp_model.blocks, qmodel.blocks):
             a, b = fb(a), qb(b)
             sig[qb.name] = sig.get(qb.name, 0.0) + a.pow(2).sum().item()

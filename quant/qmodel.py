@@ -51,6 +51,18 @@ class QOp(nn.Module):
     def linear_part(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def bias_on_grid(self) -> torch.Tensor:
+        """The bias the hardware adds: int32 at scale s_x * s_w[c] (needs the input's quantizer)."""
+        in_q = self.__dict__.get("in_q")
+        if self.wq is None or not self.wq.enabled or in_q is None or not in_q.enabled:
+            return self.bias
+        sx = in_q.channel_scales().detach()
+        cout = self.weight.shape[0]
+        # depthwise / grouped convs here keep channel o in group o's input channels
+        sx = sx[torch.arange(cout) * len(sx) // cout] if getattr(self, "groups", 1) > 1 else sx[0]
+        unit = sx * self.wq.scale.detach().reshape(-1)
+        return torch.round(self.bias / unit) * unit
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.wq(self.weight) if self.wq is not None else self.weight
         y = self.linear_part(x, w)
@@ -76,14 +88,14 @@ class QConv(QOp):
         return "pointwise" if kh == kw == 1 else "conv"
 
     def linear_part(self, x, w):
-        return F.conv2d(x, w, self.bias, self.stride, self.padding, 1, self.groups)
+        return F.conv2d(x, w, self.bias_on_grid(), self.stride, self.padding, 1, self.groups)
 
 
 class QLinear(QOp):
     kind = "linear"
 
     def linear_part(self, x, w):
-        return F.linear(x, w, self.bias)
+        return F.linear(x, w, self.bias_on_grid())
 
 
 class QAdd(nn.Module):
@@ -248,13 +260,21 @@ class QHead(nn.Module):
 
 
 class InputQuant(ActQuantizer):
-    """Raw 8-bit pixels: per-channel scale 1/(255 std) and zero point round(255 mean); fixed, never learned."""
+    """Raw 8-bit pixels: the tensor is x * std = pixel / 255 - mean, scale 1/255, zero point round(255 mean).
+
+    The 1/std of the normalisation is folded into the stem weights (build_qmodel),
+    so the integer stem sees the pixel codes themselves; fixed, never learned.
+    """
 
     def __init__(self):
         super().__init__("input", 8, groups=3, channel_index=torch.arange(3))
-        self.scale.data = 1.0 / (255.0 * torch.tensor(IMAGENET_STD))
+        self.scale.data = torch.full((3,), 1.0 / 255.0)
         self.scale.requires_grad_(False)
         self.zero_point.copy_(torch.round(255.0 * torch.tensor(IMAGENET_MEAN)))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD))
+
+    def forward(self, x):
+        return super().forward(x * self.std.view(1, 3, 1, 1))
 
     def calibrate(self, p):  # fixed by construction
         self._obs.clear()
@@ -342,7 +362,10 @@ def build_qmodel(model: nn.Module, bits_a: int = 8) -> QEfficientViT:
     model = model.eval()
     blocks: list[nn.Module] = []
     stem = model.stem
-    blocks.append(QSeq("stem.in_conv", [_qconv("stem.in_conv", stem.in_conv, bits_a)], False, bits_a, "conv"))
+    stem_conv = _qconv("stem.in_conv", stem.in_conv, bits_a)
+    with torch.no_grad():  # the stem sees x * std (InputQuant): fold 1/std into its weights
+        stem_conv.weight.div_(torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+    blocks.append(QSeq("stem.in_conv", [stem_conv], False, bits_a, "conv"))
     for name, m in stem.named_children():
         if name.startswith("res"):
             blocks.append(_local_block(f"stem.{name}", m.main, _residual(m), bits_a))
@@ -355,4 +378,29 @@ def build_qmodel(model: nn.Module, bits_a: int = 8) -> QEfficientViT:
             else:
                 blocks.append(_local_block(nm, blk.main, _residual(blk), bits_a))
     blocks.append(QHead("head", model.head, bits_a))
-    return QEfficientViT(blocks, model.num_classes)
+    qm = QEfficientViT(blocks, model.num_classes)
+    link_inputs(qm)
+    return qm
+
+
+def link_inputs(qm: QEfficientViT) -> None:
+    """Give every weighted op a (non-module) reference to the quantizer of its input tensor."""
+    def link(op, q):
+        op.__dict__["in_q"] = q
+        return op.out_q
+    x = qm.input_q
+    for blk in qm.blocks:
+        if isinstance(blk, QSeq):
+            y = x
+            for op in blk.ops:
+                y = link(op, y)
+            x = blk.add.out_q if blk.add is not None else y
+        elif isinstance(blk, QLiteMLA):
+            qkv = link(blk.qkv, x)
+            link(blk.agg_pw, link(blk.agg_dw, qkv))
+            link(blk.proj, blk.attn_q)
+            x = blk.add.out_q
+        elif isinstance(blk, QHead):
+            link(blk.in_conv, x)
+            link(blk.fc1, blk.pool.out_q)
+            link(blk.fc2, blk.ln.out_q)

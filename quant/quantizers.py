@@ -101,6 +101,17 @@ class ActQuantizer(nn.Module):
     def code_range(self) -> tuple[int, int]:
         return code_range(self.bits, self.signed)
 
+    def channel_scales(self) -> torch.Tensor:
+        """Scale of every channel (dim 1) of a tensor this quantizer produces; per tensor gives (1,)."""
+        s = self.scale.abs()
+        if self.channel_index.numel():
+            return s[self.channel_index]
+        if self.groups == 1:
+            return s.view(1)
+        if self.bshape is not None and len(self.bshape) >= 2 and self.bshape[1] == self.groups:
+            return s
+        raise ValueError(f"{self.name}: no per-channel scale for a tensor grouped as {self.bshape}")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.observing:
             self._observe(x)

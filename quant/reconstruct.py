@@ -38,8 +38,8 @@ def reconstruct(qmodel: QEfficientViT, fp_model: QEfficientViT, images: torch.Te
     """Reconstruct every block in order. stage 'weight': AdaRound; stage 'act': activation steps."""
     iters = cfg.iters_w if stage == "weight" else cfg.iters_a
     g = torch.Generator().manual_seed(cfg.seed)
-    x_q = qmodel.input_q(images) if qmodel.input_q.enabled else images
-    x_fp = images
+    with torch.no_grad():  # InputQuant scales by std (folded into the stem) even when disabled
+        x_q, x_fp = qmodel.input_q(images), fp_model.input_q(images)
     log = []
     bar = tqdm(list(zip(qmodel.blocks, fp_model.blocks)), desc=f"reconstruct {stage}", unit="block",
                disable=not progress, leave=False)

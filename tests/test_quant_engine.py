@@ -12,7 +12,7 @@ from quant.models import create_model
 @pytest.fixture(scope="module")
 def quantized(tmp_path_factory):
     model = create_model("b0-r224", num_classes=10, seed=1)
-    ds = SyntheticImages(16, 224, seed=2)
+    ds = SyntheticImages(16, 96, seed=2)
     x = torch.stack([ds[i][0] for i in range(16)])
     cfg = QuantConfig(iters_w=4, iters_a=4, batch_size=8)
     qm, rep = quantize(model, [x[:8], x[8:]], cfg, progress=False)
@@ -41,7 +41,7 @@ def test_every_tensor_is_quantized_to_its_code_grid(quantized):
 
 def test_weights_are_symmetric_codes_and_head_stem_8bit():
     model = create_model("b0-r224", num_classes=10, seed=1)
-    x = torch.stack([SyntheticImages(4, 224)[i][0] for i in range(4)])
+    x = torch.stack([SyntheticImages(4, 96)[i][0] for i in range(4)])
     qm, _ = quantize(model, [x], QuantConfig(n_bits_w=4, iters_w=0, iters_a=0, batch_size=4), progress=False)
     bits = {op.name: op.wq.bits for op in qm.weight_ops()}
     assert bits["stem.in_conv"] == 8 and bits["head.fc2"] == 8 and bits["head.fc1"] == 4

@@ -15,7 +15,7 @@ from quant.techniques import apply_migration, apply_shift, collect_channel_stats
 @pytest.fixture(scope="module")
 def b0_and_images():
     model = create_model("b0-r224", num_classes=10, seed=0)
-    ds = SyntheticImages(8, 224, seed=5)
+    ds = SyntheticImages(8, 96, seed=5)
     x = torch.stack([ds[i][0] for i in range(8)])
     return model, x
 
