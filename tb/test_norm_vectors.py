@@ -14,7 +14,7 @@ stored output; the mismatch report names the record's layer.
   them). Elementwise ops (requantize, hardswish, residual_add, the divider)
   are checked on ``MAX_ROWS`` pixels / tokens per record (every layer,
   evenly spaced rows) to keep the simulation short; pooling and LayerNorm on
-  whole tensors.
+  whole tensors. ``TB_VECTOR_OPS=op1,op2`` limits the replay to those ops.
 """
 from __future__ import annotations
 
@@ -74,13 +74,26 @@ def replay_record(cfg, vec_dir: Path, rec: dict, by_index: dict, max_rows: int |
         kw_code, code_out = vectors.load_record(vec_dir, prev[-1])
         num, den, code = kw["num"], np.asarray(kw_code["den"]), np.asarray(code_out["code"])
         d = num.shape[-1]
-        num, out = num.reshape(-1, d), np.asarray(out).reshape(-1, d)
-        den, code = den.reshape(-1), code.reshape(-1)
-        if max_rows and num.shape[0] > max_rows:
-            idx = np.linspace(0, num.shape[0] - 1, max_rows).round().astype(int)
-            num, out, den, code = num[idx], out[idx], den[idx], code[idx]
-        res = norm_ops.attention_divide(cfg, case, dict(kw_code, den=den), {"code": code}, dict(kw, num=num), out,
-                                        **run)
+        lead = num.shape[:-2]                          # (batch, heads): M_o, n_o, z_out may differ per head
+        heads = int(np.prod(lead)) if lead else 1
+        num, out = num.reshape(heads, -1, d), np.asarray(out).reshape(heads, -1, d)
+        den, code = den.reshape(heads, -1), code.reshape(heads, -1)
+
+        def per_head(v, h):
+            a = np.asarray(v)
+            return a.reshape(heads, -1)[h].reshape(-1) if a.ndim > 1 else a
+
+        for h in range(heads):
+            nh, oh, dh, ch = num[h], out[h], den[h], code[h]
+            if max_rows and nh.shape[0] > max_rows:
+                idx = np.linspace(0, nh.shape[0] - 1, max_rows).round().astype(int)
+                nh, oh, dh, ch = nh[idx], oh[idx], dh[idx], ch[idx]
+            kw_h = dict(kw, num=nh, **{k: per_head(kw[k], h) for k in ("M_o", "n_o", "z_out")})
+            res = norm_ops.attention_divide(cfg, f"{case}_h{h}", dict(kw_code, den=dh), {"code": ch}, kw_h, oh,
+                                            **run)
+            if "tensor" in res:
+                np.testing.assert_array_equal(res["tensor"], oh, err_msg=f"{case} head {h}: RTL output")
+        return res
     elif op in ("logits_requant", "global_avgpool", "layernorm"):
         res = getattr(norm_ops, op)(cfg, case, kw, out, **run)
     else:
@@ -149,5 +162,6 @@ def test_norm_vectors_proxy(cfg):
     vec_dir = Path(os.environ.get("TRIOVIT_VECTORS", REPO / "build" / "golden" / "vectors"))
     if not (vec_dir / vectors.MANIFEST).is_file():
         pytest.skip(f"no golden vectors at {vec_dir}: run `make golden` (or set TRIOVIT_VECTORS)")
-    done = replay_folder(cfg, vec_dir, max_rows=MAX_ROWS, gap=0.1, backpressure=0.1)
+    wanted = tuple(os.environ.get("TB_VECTOR_OPS", ",".join(UNIT_OPS)).split(","))
+    done = replay_folder(cfg, vec_dir, max_rows=MAX_ROWS, ops_wanted=wanted, gap=0.1, backpressure=0.1)
     assert done, f"{vec_dir} holds no record of {UNIT_OPS}"
