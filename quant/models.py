@@ -153,7 +153,7 @@ def load_state_dict(path: Path) -> dict:
         raise ValueError(f"{path} does not hold a state dict (a dict of tensors, or {{'state_dict': ...}})")
     if is_mit_state_dict(obj):
         obj = remap_mit_state_dict(obj)
-    return obj
+    return {k: v for k, v in obj.items() if not k.endswith("num_batches_tracked")}
 
 
 def check_compatible(model: nn.Module, sd: dict, source: str) -> None:

@@ -24,7 +24,7 @@ def code_range(bits: int, signed: bool) -> tuple[int, int]:
 
 # --- Lp range search ------------------------------------------------------------------
 
-def lp_search(x: torch.Tensor, bits: int, signed: bool, p: float, steps: int = 80,
+def lp_search(x: torch.Tensor, bits: int, signed: bool, p: float, steps: int = 40,
               min_shrink: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-row range search: x is (R, K); returns scale (R,) and zero point (R,) minimising E|x - Q(x)|^p.
 
@@ -150,7 +150,7 @@ class ActQuantizer(nn.Module):
         rest = [i for i in range(x.dim()) if i not in gdims]
         return x.permute(gdims + rest).reshape(self.groups, -1)
 
-    def calibrate(self, p: float, max_samples: int = 1 << 17) -> None:
+    def calibrate(self, p: float, max_samples: int = 1 << 15) -> None:
         """Fit scale and zero point to everything observed (Lp search, p = `p`), all groups at once."""
         if not self._obs:
             raise RuntimeError(f"activation quantizer {self.name} saw no data during calibration")
