@@ -25,9 +25,10 @@ so this unit is sequential and small rather than fast:
 
 Streams: ``i`` beats carry ``x`` (``lanes`` codes), ``group`` and ``last``;
 ``o`` beats carry ``q`` for groups ``0 .. G-1`` in order. ``prm`` writes a
-group's per-channel ``G`` (signed 16-bit), ``B`` (signed 48-bit) and ``n_g``.
-Configuration ports: ``channels`` (C), ``z_x``, ``eps_int`` (41 bits),
-``z_out``, ``lo``, ``hi``.
+group's per-channel ``G`` (signed 16-bit), ``B`` (signed 48-bit), ``n_g`` and
+``z`` (the output zero point: per channel, as the following hardswish's
+pre-activation is). Configuration ports: ``channels`` (C), ``z_x``,
+``eps_int`` (41 bits), ``lo``, ``hi``.
 
 Defaults follow golden/SPEC.md section 7: ``recip_bits`` RB = K = 31 (a 62-bit
 dividend), ``frac_bits`` = F = 10; SPEC's finer variant K = 47, F = 16 is the
@@ -91,7 +92,8 @@ class LayerNorm(wiring.Component):
         self.out_layout = data.StructLayout({"q": data.ArrayLayout(a, L)})
         self.row_layout = data.StructLayout({"g": data.ArrayLayout(signed(G_BITS), L),
                                              "b": data.ArrayLayout(signed(B_BITS), L),
-                                             "n": data.ArrayLayout(unsigned(config.shift_bits), L)})
+                                             "n": data.ArrayLayout(unsigned(config.shift_bits), L),
+                                             "z": data.ArrayLayout(signed(config.zero_point_bits), L)})
         self.prm_layout = data.StructLayout({"group": unsigned(self.group_bits), "row": self.row_layout})
         super().__init__({
             "i": In(stream.Signature(self.in_layout)),
@@ -99,7 +101,7 @@ class LayerNorm(wiring.Component):
             "prm": In(stream.Signature(self.prm_layout)),
             "channels": In(unsigned(self.c_bits)),
             "z_x": In(a), "eps_int": In(unsigned(EPS_BITS)),
-            "z_out": In(signed(config.zero_point_bits)), "lo": In(a), "hi": In(a),
+            "lo": In(a), "hi": In(a),
         })
 
     def elaborate(self, platform):
@@ -224,16 +226,19 @@ class LayerNorm(wiring.Component):
                 a5 = Signal(signed(ab2), name=f"a5_{k}")
                 r6 = Signal(signed(ab2), name=f"r6_{k}")
                 zs = Signal(signed(ab2 + 1), name=f"zs_{k}")
-                n6 = Signal(unsigned(cfg.shift_bits), name=f"n6_{k}")
+                z5 = Signal(signed(cfg.zero_point_bits), name=f"z5_{k}")
+                z6 = Signal(signed(cfg.zero_point_bits), name=f"z6_{k}")
                 m.d.sync += [
                     t2.eq(self.channels * br.data[k] - s1),
                     p3.eq(t2 * recip),
                     y4.eq(((p3 >> (shift_y - 1)) + 1) >> 1 if shift_y > 0 else p3),
                     a5.eq(y4 * row4.g[k] + row4.b[k]),
                     n5[k].eq(row4.n[k]),
+                    z5.eq(row4.z[k]),
+                    z6.eq(z5),
                     r6.eq(rshift_round(a5, n5[k], cfg.shift_bits)),
                     q7.q[k].eq(clamp(zs, self.lo, self.hi)),
                 ]
-                m.d.comb += zs.eq(r6 + self.z_out)
+                m.d.comb += zs.eq(r6 + z6)
         m.d.comb += self.o.payload.eq(q7)
         return m

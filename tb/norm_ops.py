@@ -236,17 +236,16 @@ def layernorm(cfg, case: str, kw: dict, out, **run) -> dict:
     recip = int(kw.get("recip_bits", DEFAULT_RECIP_BITS))
     gen = {k: v for k, v in (("frac_bits", frac), ("recip_bits", recip))
            if v != {"frac_bits": DEFAULT_FRAC_BITS, "recip_bits": DEFAULT_RECIP_BITS}[k]}
-    Gp, Bp, np_ = (pad_channels(_per_channel(kw[k], C), L, 0) for k in ("G", "B", "n_g"))
+    Gp, Bp, np_, zp = (pad_channels(_per_channel(kw[k], C), L, 0) for k in ("G", "B", "n_g", "z_out"))
     groups = -(-C // L)
     beats = _beats(x, L, "x", fill=z_x, extra=lambda r, g: {"last": int(g == groups - 1)})
     exp = [{"q": b["q"]} for b in _beats(_rows(out, -1), L, "q", group=False, masked=True)]
     ports = {"channels": C, "z_x": z_x, "eps_int": _scalar(kw["eps_int"], "layernorm eps_int"),
-             "z_out": _scalar(kw["z_out"], "layernorm z_out"),
              "lo": int(kw.get("lo", 0)), "hi": int(kw.get("hi", 255))}
     op = _op("layernorm", L, len(beats), LayerNorm.OUT_LATENCY, tokens=tokens, channels=C, groups=groups,
              recip_bits=recip, calc_cycles=calc_cycles(recip))
     op["ideal_cycles"] = tokens * cycles_per_token(groups, recip)
     res = run_stream_case("layernorm", "rtl.layernorm:LayerNorm", cfg, case, inputs={"i": beats},
-                          expected={"o": exp}, ports=ports, prm={"prm": param_rows(L, g=Gp, b=Bp, n=np_)},
+                          expected={"o": exp}, ports=ports, prm={"prm": param_rows(L, g=Gp, b=Bp, n=np_, z=zp)},
                           kwargs=gen, op=op, row_groups=groups, **run)
     return _with_tensor(res, lambda: _restore(_collect(res, "o", "q", tokens, C, L), kw["x"], -1))
