@@ -9,28 +9,21 @@ functions to those records (:func:`unit_cycles` is the dispatcher it calls).
 
 Streaming units (requant, hswish, residual, ...) take one beat of ``lanes``
 elements per cycle behind a fixed pipeline: ``beats + LATENCY``.  The
-latencies are the ``LATENCY`` constants of the rtl/ components, restated
-here so that pysim imports without amaranth; the agreement test catches any
-drift between the two.
+latencies come from rtl/timing.py, the module the rtl/ components take their
+``LATENCY`` from (it needs no amaranth); the agreement test holds both to the
+testbench records.
 """
 from __future__ import annotations
 
 import functools
 import math
 
+from rtl import timing
 from rtl.config import AccelConfig
 
 
 def cdiv(a: int, b: int) -> int:
     return -(-a // b)
-
-
-# Pipeline latencies (cycles from a beat's acceptance to its result), from rtl/.
-REQUANT_LATENCY = 4        # rtl/requant.py Requant.LATENCY
-HSWISH_LATENCY = 6         # rtl/hswish.py: 2 front stages + Requant.LATENCY
-RESIDUAL_LATENCY = 5       # rtl/residual.py ResidualAdd.LATENCY
-DIVIDER_LATENCY = 6        # rtl/divider.py: 2 front stages + Requant.LATENCY
-AVGPOOL_LATENCY = 6        # rtl/avgpool.py: 2 accumulation stages + Requant.LATENCY
 
 
 def tree_depth(cfg: AccelConfig) -> int:
@@ -169,11 +162,11 @@ def stream_beats(rows: int, channels: int, lanes: int) -> int:
 
 
 UNIT_LATENCY = {
-    "requant": REQUANT_LATENCY,
-    "hswish": HSWISH_LATENCY,
-    "residual": RESIDUAL_LATENCY,
-    "divider": DIVIDER_LATENCY,
-    "avgpool": AVGPOOL_LATENCY,
+    "requant": timing.REQUANT_LATENCY,
+    "hswish": timing.HSWISH_LATENCY,
+    "residual": timing.RESIDUAL_LATENCY,
+    "divider": timing.DIVIDER_LATENCY,
+    "avgpool": timing.AVGPOOL_LATENCY,
 }
 
 
@@ -182,15 +175,12 @@ def stream_unit_cycles(unit: str, cfg: AccelConfig, rows: int, channels: int, la
     return stream_beats(rows, channels, lanes or unit_lanes(cfg)) + UNIT_LATENCY[unit]
 
 
-LAYERNORM_CALC = 1 + 63 + 1 + 31 + 1   # rtl/layernorm.py CALC_CYCLES: variance, division, isqrt, latch
-LAYERNORM_OUT_LATENCY = 7              # rtl/layernorm.py OUT_LATENCY
-
-
-def layernorm_cycles(cfg: AccelConfig, features: int, lanes: int | None = None, tokens: int = 1) -> int:
+def layernorm_cycles(cfg: AccelConfig, features: int, lanes: int | None = None, tokens: int = 1,
+                     recip_bits: int = timing.LAYERNORM_RECIP_BITS) -> int:
     """rtl/layernorm.py, one token after the other: G input beats, the sequential
     variance / reciprocal / isqrt, then G output beats (G = ceil(features / lanes))."""
     g = cdiv(features, lanes or unit_lanes(cfg))
-    return tokens * (2 * g + LAYERNORM_CALC + LAYERNORM_OUT_LATENCY)
+    return tokens * timing.layernorm_cycles_per_token(g, recip_bits)
 
 
 # ------------------------------------------------------------- dispatcher --
@@ -207,7 +197,8 @@ def unit_cycles(unit: str, op: dict, cfg: AccelConfig) -> int:
             return op["beats"] + UNIT_LATENCY[unit]
         raise KeyError(f"{unit} record op {op} has neither rows/channels nor beats")
     if unit == "layernorm":
-        return layernorm_cycles(cfg, op["channels"], op.get("lanes"), op.get("tokens", 1))
+        return layernorm_cycles(cfg, op["channels"], op.get("lanes"), op.get("tokens", 1),
+                                op.get("recip_bits", timing.LAYERNORM_RECIP_BITS))
     if unit == "mat_engine":
         return _mat_record(cfg, op)
     if unit == "rmac_engine":

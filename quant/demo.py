@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iters", type=int, default=None, help="reconstruction iterations per block (weights and activations)")
     a = p.parse_args(argv)
     out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
     common = ["--model", "b0-r224", "--n_bits_w", "8", "--channel_wise", "--n_bits_a", "8", "--act_quant",
               "--disable_8bit_head_stem", "--input_size", "224", "--test_before_calibration",
               "--output", str(out / "run"), "--workers", "0"]

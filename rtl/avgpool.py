@@ -26,13 +26,14 @@ from amaranth import Module, Signal, Mux, signed, unsigned
 from amaranth.lib import data, stream, wiring, memory
 from amaranth.lib.wiring import In, Out, connect, flipped
 
+from rtl import timing
 from rtl.config import AccelConfig
 from rtl.requant import Requant, table_depth
 
 
 class GlobalAvgPool(wiring.Component):
-    FRONT = 2
-    LATENCY = FRONT + Requant.LATENCY
+    FRONT = timing.AVGPOOL_FRONT
+    LATENCY = timing.AVGPOOL_LATENCY
 
     def __init__(self, config: AccelConfig, *, lanes: int | None = None):
         self.config = config

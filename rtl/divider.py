@@ -29,6 +29,7 @@ from amaranth import Module, Signal, Mux, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out, connect, flipped
 
+from rtl import timing
 from rtl.config import AccelConfig
 from rtl.requant import Requant
 
@@ -39,8 +40,8 @@ def sqrt2_thresholds(bits: int) -> list[int]:
 
 
 class Log2Divider(wiring.Component):
-    FRONT = 2
-    LATENCY = FRONT + Requant.LATENCY
+    FRONT = timing.DIVIDER_FRONT
+    LATENCY = timing.DIVIDER_LATENCY
 
     def __init__(self, config: AccelConfig, *, lanes: int | None = None):
         self.config = config

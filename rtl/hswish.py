@@ -26,13 +26,14 @@ from amaranth import Module, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out, connect, flipped
 
+from rtl import timing
 from rtl.config import AccelConfig
 from rtl.requant import Requant, clamp, param_layout
 
 
 class Hardswish(wiring.Component):
-    FRONT = 3
-    LATENCY = FRONT + Requant.LATENCY
+    FRONT = timing.HSWISH_FRONT
+    LATENCY = timing.HSWISH_LATENCY
 
     def __init__(self, config: AccelConfig, *, lanes: int | None = None, tag_shape=None):
         self.config = config

@@ -50,29 +50,24 @@ from amaranth import Module, Signal, Mux, signed, unsigned
 from amaranth.lib import data, stream, wiring, memory
 from amaranth.lib.wiring import In, Out
 
+from rtl import timing
 from rtl.config import AccelConfig
 from rtl.requant import rshift_round, clamp, table_depth
 
 G_BITS = 16          # golden LN_G_BITS
 B_BITS = 48          # golden LN_B_BITS
-DEFAULT_RECIP_BITS = 31   # golden LN_RECIP_BITS (SPEC 7's K): R = isqrt(2^62 // V)
+DEFAULT_RECIP_BITS = timing.LAYERNORM_RECIP_BITS   # golden LN_RECIP_BITS (SPEC 7's K): R = isqrt(2^62 // V)
 DEFAULT_FRAC_BITS = 10    # golden LN_FRAC_BITS (SPEC 7's F): fractional bits of y
 EPS_BITS = 41        # eps_int <= 2^40
 
 
-def calc_cycles(recip_bits: int = DEFAULT_RECIP_BITS) -> int:
-    """VAR (1) + DIV (2 RB + 1) + SQRT0 (1) + SQRT (RB + 1) + latch R (1)."""
-    return 1 + (2 * recip_bits + 1) + 1 + (recip_bits + 1) + 1
-
-
-def cycles_per_token(groups: int, recip_bits: int = DEFAULT_RECIP_BITS) -> int:
-    """First input beat to last output beat of one token, no stalls (see module docstring)."""
-    return 2 * groups + calc_cycles(recip_bits) + LayerNorm.OUT_LATENCY
+calc_cycles = timing.layernorm_calc_cycles
+cycles_per_token = timing.layernorm_cycles_per_token
 
 
 class LayerNorm(wiring.Component):
     CALC_CYCLES = calc_cycles()     # with the default recip_bits
-    OUT_LATENCY = 7
+    OUT_LATENCY = timing.LAYERNORM_OUT_LATENCY
 
     def __init__(self, config: AccelConfig, *, lanes: int | None = None, frac_bits: int = DEFAULT_FRAC_BITS,
                  recip_bits: int = DEFAULT_RECIP_BITS):

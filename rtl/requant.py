@@ -35,6 +35,7 @@ from amaranth import Module, Signal, Mux, signed, unsigned, Shape
 from amaranth.lib import data, stream, wiring, memory
 from amaranth.lib.wiring import In, Out
 
+from rtl import timing
 from rtl.config import AccelConfig
 
 
@@ -76,7 +77,7 @@ class Requant(wiring.Component):
     added to ``n``; a negative total shift is treated as 0), ``tag_shape``.
     """
 
-    LATENCY = 4
+    LATENCY = timing.REQUANT_LATENCY
 
     def __init__(self, config: AccelConfig, *, lanes: int | None = None, acc_bits: int | None = None,
                  out_shape=None, per_channel: bool = True, extra_shift: bool = False, tag_shape=None):

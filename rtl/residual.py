@@ -20,12 +20,13 @@ from amaranth import Module, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from rtl import timing
 from rtl.config import AccelConfig
 from rtl.requant import rshift_round, clamp
 
 
 class ResidualAdd(wiring.Component):
-    LATENCY = 5
+    LATENCY = timing.RESIDUAL_LATENCY
 
     def __init__(self, config: AccelConfig, *, lanes: int | None = None):
         self.config = config

@@ -10,6 +10,7 @@ from pysim import cost
 from pysim.__main__ import apply_overrides, main
 from pysim.layers import model_layers
 from pysim.schedule import Options, make_groups, simulate
+from rtl import timing
 from rtl.config import PRESETS
 
 PAPER, ZCU = PRESETS["paper"], PRESETS["zcu102"]
@@ -64,8 +65,12 @@ def test_rmac_pointwise_refuses_inputs_beyond_its_buffer():
 
 
 def test_stream_units_take_one_beat_per_cycle_plus_latency():
-    assert cost.stream_unit_cycles("requant", PAPER, 10, 20) == 10 * 3 + 4
-    assert cost.stream_unit_cycles("hswish", PAPER, 1, 8) == 1 + 6
+    assert cost.stream_unit_cycles("requant", PAPER, 10, 20) == 10 * 3 + timing.REQUANT_LATENCY
+    assert cost.stream_unit_cycles("hswish", PAPER, 1, 8) == 1 + timing.HSWISH_LATENCY
+    # the latencies are the RTL components' own (one source: rtl/timing.py)
+    from rtl.hswish import Hardswish
+    from rtl.requant import Requant
+    assert (timing.HSWISH_LATENCY, timing.REQUANT_LATENCY) == (Hardswish.LATENCY, Requant.LATENCY) == (7, 4)
     with pytest.raises(KeyError, match="no cost function for RTL unit 'foo'"):
         cost.unit_cycles("foo", {}, PAPER)
 
