@@ -24,7 +24,7 @@ from . import ops
 
 INT_MODEL_VERSION = 1
 IR_FORMAT = "triovit-quantized"
-IR_VERSION = 1
+IR_VERSION = 2
 MAC_OPS = ("conv", "pointwise", "depthwise", "grouped", "linear")
 NODE_FIELDS = {
     "mac": ("name", "input", "output", "act", "weight_codes", "weight_scale", "weight_zero_point", "bias",
@@ -246,16 +246,35 @@ def _code_range(e: dict) -> tuple[int, int]:
     return (-((1 << (b - 1)) - 1), (1 << (b - 1)) - 1) if e["signed"] else (0, (1 << b) - 1)
 
 
-def add_node(node: dict, T: _Tensors) -> dict:
+def _scalar_if_uniform(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, dtype=np.int64).reshape(-1)
+    return v[0] if np.all(v == v[0]) else v
+
+
+def _add_channels(node: dict, T: _Tensors) -> int:
+    """Channels of an add: the output's `channels` field, else the widest per-channel operand."""
+    c = T.entry(node["output"]).get("channels")
+    if c is not None:
+        return int(c)
+    return max(np.size(T.get(t)[0]) for t in (*node["inputs"], node["output"]))
+
+
+def add_node(node: dict, T: _Tensors, channels: int) -> dict:
+    """Residual add; any operand may carry per-channel scales / zero points (the stem's output
+    does), and then the multiplier pair (Ma, Mb, n) is per channel too (SPEC 4)."""
     name = node["name"]
     (a, b), out = node["inputs"], node["output"]
-    (s_a, z_a), (s_b, z_b), (s_o, z_o) = T.get(a), T.get(b), T.get(out)
-    s_a, s_b, s_o = (float(_uniform(v, f"{name}: scale")) for v in (s_a, s_b, s_o))
-    Ma, Mb, n = ops.quantize_multiplier_pair(s_a / s_o, s_b / s_o)
+    (s_a, z_a), (s_b, z_b), (s_o, z_o) = T.get(a, channels), T.get(b, channels), T.get(out, channels)
+    pairs = {}
+    for c in range(channels):
+        key = (float(s_a[c]), float(s_b[c]), float(s_o[c]))
+        if key not in pairs:
+            pairs[key] = ops.quantize_multiplier_pair(key[0] / key[2], key[1] / key[2])
+    Ma, Mb, n = (np.array(v, dtype=np.int64) for v in zip(*(pairs[(float(s_a[c]), float(s_b[c]), float(s_o[c]))]
+                                                               for c in range(channels))))
     lo, hi = _code_range(T.entry(out))
-    return dict(op="add", name=name, inputs=[a, b], output=out, z_a=np.int64(_uniform(z_a, f"{name}: z_a")),
-                z_b=np.int64(_uniform(z_b, f"{name}: z_b")), Ma=np.int64(Ma), Mb=np.int64(Mb), n=np.int64(n),
-                z_out=np.int64(_uniform(z_o, f"{name}: z_out")), lo=lo, hi=hi)
+    p = {k: _scalar_if_uniform(v) for k, v in dict(z_a=z_a, z_b=z_b, Ma=Ma, Mb=Mb, n=n, z_out=z_o).items()}
+    return dict(op="add", name=name, inputs=[a, b], output=out, lo=lo, hi=hi, **p)
 
 
 def attention_node(node: dict, T: _Tensors) -> dict:
@@ -338,7 +357,7 @@ def from_ir(obj, notes: Notes | None = None, resolution: int | None = None) -> d
                 k = _int(node["weight_codes"]).shape[-1]
                 size[node["output"]] = (size[node["input"]] + 2 * n["padding"] - k) // n["stride"] + 1
         elif op == "add":
-            n = add_node(node, T)
+            n = add_node(node, T, _add_channels(node, T))
             size[node["output"]] = size[node["inputs"][0]]
         elif op == "attention":
             n = attention_node(node, T)

@@ -63,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no_migration", action="store_true", help="disable channel-wise migration")
     g.add_argument("--no_shift", action="store_true", help="disable filter-wise shifting")
     g.add_argument("--no_log2", action="store_true", help="divide by the float divisor (no log2 quantization)")
-    g.add_argument("--vanilla", action="store_true", help="none of the three Trio-ViT techniques")
+    g.add_argument("--no_bias_correction", action="store_true",
+                   help="no expected-error bias correction of the weights' rounding (on by default; int32 biases only)")
+    g.add_argument("--vanilla", action="store_true", help="none of the three Trio-ViT techniques (nor bias correction)")
     g.add_argument("--log2_bits", type=int, default=4, help="bits of the divisor's exponent code")
     g.add_argument("--log2_clamp", type=int, nargs=2, default=None, metavar=("LO", "HI"),
                    help="fixed exponent window of the divisor (integer units); default: calibrated")
@@ -91,6 +93,7 @@ def config_from_args(a: argparse.Namespace) -> QuantConfig:
         weight_symmetric=a.recipe == "hardware", keep_8bit_head_stem=not a.disable_8bit_head_stem, p=a.p,
         migration=not (a.no_migration or a.vanilla), shift=not (a.no_shift or a.vanilla),
         log2=not (a.no_log2 or a.vanilla), log2_bits=a.log2_bits,
+        bias_correction=not (a.no_bias_correction or a.vanilla),
         log2_clamp=tuple(a.log2_clamp) if a.log2_clamp else None,
         iters_w=a.iters_w, weight=a.weight, b_start=a.b_start, b_end=a.b_end, warmup=a.warmup,
         iters_a=a.iters_a, lr=a.lr, batch_size=a.calib_batch_size, seed=a.seed,

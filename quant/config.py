@@ -26,6 +26,8 @@ class QuantConfig:
     log2_bits: int = 4
     log2_clamp: tuple[int, int] | None = None  # integer exponent range; None = calibrated
     migration_clip: tuple[float, float] = (0.1, 64.0)
+    # Expected-error bias correction of the weights' rounding (int32 biases only; hardware-free)
+    bias_correction: bool = True
     # BRECQ reconstruction
     iters_w: int = 20000
     weight: float = 0.01

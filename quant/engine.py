@@ -13,7 +13,8 @@ from .calibrate import calibrate_activations, init_weight_quantizers, set_act_qu
 from .config import QuantConfig
 from .qmodel import QEfficientViT, build_qmodel
 from .reconstruct import reconstruct
-from .techniques import apply_migration, apply_shift, collect_channel_stats, set_log2_ranges
+from .techniques import (apply_bias_correction, apply_migration, apply_shift, collect_channel_stats,
+                         set_log2_ranges)
 
 
 def _batches(images: torch.Tensor, bs: int):
@@ -45,6 +46,8 @@ def quantize(model: nn.Module, calib: Iterable, cfg: QuantConfig | None = None,
             apply_migration(qmodel, stats, cfg.migration_clip)
         if cfg.shift:
             apply_shift(qmodel, stats)
+    if cfg.bias_correction:
+        apply_bias_correction(qmodel, batches)
     fp_model = copy.deepcopy(qmodel)  # float reference (techniques applied: an exact identity)
 
     init_weight_quantizers(qmodel, cfg)

@@ -16,7 +16,7 @@ from .qmodel import (QAttnCore, QEfficientViT, QHead, QLinear, QLiteMLA, QOp, QS
 from .quantizers import ActQuantizer, WeightQuantizer
 
 FORMAT = "triovit-quantized"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: `bias` is the hardware bias (on the accumulator grid, shift correction included)
 
 
 # --- tensors and nodes --------------------------------------------------------------------
@@ -43,7 +43,7 @@ def _weight_entry(op: QOp) -> dict:
     return dict(weight_codes=codes, weight_scale=wq.scale.detach().reshape(-1).clone(),
                 weight_zero_point=wq.zero_point.detach().reshape(-1).round().to(torch.int32),
                 weight_bits=wq.bits, weight_symmetric=wq.symmetric, weight_float=op.weight.detach().clone(),
-                bias=op.bias.detach().clone())
+                bias=op.bias_on_grid().detach().clone(), bias_float=op.bias.detach().clone())
 
 
 class _Graph:

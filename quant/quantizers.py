@@ -76,6 +76,9 @@ class ActQuantizer(nn.Module):
         self.name, self.bits, self.signed = name, bits, signed
         self.groups, self.bshape = groups, bshape
         self.min_zero = min_zero  # values known >= 0 (post-ReLU sums): zero point fixed at 0
+        # Values below `floor` all mean the same to the consumer (hardswish is 0 below -3):
+        # the range search sees them clamped there instead of stretching the range for them.
+        self.floor: float | None = None
         self.scale = nn.Parameter(torch.ones(groups))
         self.register_buffer("zero_point", torch.zeros(groups))
         self.register_buffer("channel_index", channel_index if channel_index is not None else torch.zeros(0, dtype=torch.long))
@@ -162,6 +165,8 @@ class ActQuantizer(nn.Module):
             x = torch.cat([x[:, idx], x.min(1, keepdim=True).values, x.max(1, keepdim=True).values], 1)
         if self.min_zero:
             x = x.clamp(min=0)
+        if self.floor is not None:
+            x = x.clamp(min=self.floor)
         s, z = lp_search(x, self.bits, self.signed, p)
         self.scale.data.copy_(s)
         self.zero_point.copy_(z)

@@ -110,3 +110,28 @@ def set_log2_ranges(qmodel: QEfficientViT, batches: Iterable[torch.Tensor], bits
         c.e_lo.fill_(e_lo)
         ranges[c.name] = (e_lo, e_lo + 2 ** bits - 1)
     return ranges
+
+
+@torch.no_grad()
+def apply_bias_correction(qmodel: QEfficientViT, batches: Iterable[torch.Tensor]) -> None:
+    """Record each weighted op's per-channel input mean on the float model (QOp.bias_on_grid uses it).
+
+    Not a Trio-ViT technique but a free one for the hardware: it only changes int32 biases.
+    """
+    sums: dict = {}
+
+    def hook(op, args):
+        x = args[0].detach()
+        xc = x.transpose(0, 1).reshape(x.shape[1], -1)
+        s, n = sums.get(op, (0.0, 0))
+        sums[op] = (s + xc.double().sum(1), n + xc.shape[1])
+
+    hooks = [op.register_forward_pre_hook(hook) for op in qmodel.weight_ops()]
+    try:
+        for x in batches:
+            qmodel(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    for op, (s, n) in sums.items():
+        op.in_mean = (s / n).float()

@@ -109,7 +109,7 @@ def tiny_ir(stem_per_channel: bool = False) -> dict:
             if np.all(s_x == s_x[0]):
                 s_acc = s_x[0] * n["weight_scale"].numpy()
                 n["bias"] = t(np.round(n["bias"].numpy() / s_acc) * s_acc)
-    return dict(format="triovit-quantized", version=1, model="b0-r224", num_classes=5, input_size=16, crop_ratio=1.0,
+    return dict(format="triovit-quantized", version=convert.IR_VERSION, model="b0-r224", num_classes=5, input_size=16, crop_ratio=1.0,
                 recipe="hardware", tensors=T, nodes=N, graph_input="input", graph_output="head.fc2.out")
 
 
@@ -267,7 +267,7 @@ def test_executor_refuses_float_images_and_wrong_size():
 
 
 @pytest.mark.parametrize("mutate, message", [
-    (lambda ir: ir.update(version=2), "version"),
+    (lambda ir: ir.update(version=convert.IR_VERSION + 1), "version"),
     (lambda ir: ir.update(format="other"), "not a triovit-quantized"),
     (lambda ir: ir.pop("tensors"), "missing field 'tensors'"),
     (lambda ir: ir["nodes"][1].pop("weight_scale"), "missing field 'weight_scale'"),

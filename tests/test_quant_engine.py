@@ -5,7 +5,7 @@ import torch
 from quant.config import QuantConfig
 from quant.data import SyntheticImages
 from quant.engine import quantize
-from quant.export import load_quantized, read_quantized, save_quantized
+from quant.export import FORMAT_VERSION, load_quantized, read_quantized, save_quantized
 from quant.models import create_model
 
 
@@ -84,7 +84,7 @@ def test_reader_names_wrong_format_and_version(tmp_path, quantized):
     with pytest.raises(ValueError, match="format version 99"):
         read_quantized(tmp_path / "v.pt")
     del obj["nodes"]
-    obj["version"] = 1
+    obj["version"] = FORMAT_VERSION
     torch.save(obj, tmp_path / "m.pt")
     with pytest.raises(ValueError, match="lacks the field 'nodes'"):
         read_quantized(tmp_path / "m.pt")
