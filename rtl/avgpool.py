@@ -28,7 +28,7 @@ from amaranth.lib.wiring import In, Out, connect, flipped
 
 from rtl import timing
 from rtl.config import AccelConfig
-from rtl.requant import Requant, table_depth
+from rtl.requant import Requant, group_bits, table_depth
 
 
 class GlobalAvgPool(wiring.Component):
@@ -39,7 +39,7 @@ class GlobalAvgPool(wiring.Component):
         self.config = config
         self.lanes = lanes or config.mat_lanes
         self.depth = table_depth(config, self.lanes)
-        gb = max(1, (self.depth - 1).bit_length())
+        gb = group_bits(self.depth)
         self.rq = Requant(config, lanes=self.lanes, per_channel=False, tag_shape=unsigned(gb))
         a = unsigned(config.act_bits)
         self.in_layout = data.StructLayout({

@@ -52,7 +52,7 @@ from amaranth.lib.wiring import In, Out
 
 from rtl import timing
 from rtl.config import AccelConfig
-from rtl.requant import rshift_round, clamp, table_depth
+from rtl.requant import rshift_round, clamp, group_bits, table_depth
 
 G_BITS = 16          # golden LN_G_BITS
 B_BITS = 48          # golden LN_B_BITS
@@ -78,7 +78,7 @@ class LayerNorm(wiring.Component):
         self.lanes = lanes or config.mat_lanes
         self.frac_bits = frac_bits
         self.depth = table_depth(config, self.lanes)
-        self.group_bits = max(1, (self.depth - 1).bit_length())
+        self.group_bits = group_bits(self.depth)
         self.c_bits = config.norm_max_channels.bit_length()
         a = unsigned(config.act_bits)
         L = self.lanes

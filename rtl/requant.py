@@ -67,6 +67,11 @@ def table_depth(config: AccelConfig, lanes: int) -> int:
     return -(-config.norm_max_channels // lanes)
 
 
+def group_bits(depth: int) -> int:
+    """Width of the ``group`` (table row address) of a ``depth``-row parameter table."""
+    return max(1, (depth - 1).bit_length())
+
+
 class Requant(wiring.Component):
     """Pipelined requantizer, ``lanes`` elements per cycle (see module docstring).
 
@@ -89,7 +94,7 @@ class Requant(wiring.Component):
         self.extra_shift = extra_shift
         self.tag_shape = tag_shape
         self.depth = table_depth(config, self.lanes)
-        self.group_bits = max(1, (self.depth - 1).bit_length())
+        self.group_bits = group_bits(self.depth)
         self.shift_in_bits = config.shift_bits + 2  # signed extra shift (attention exponent)
         if self.acc_bits + config.mult_bits + 1 > 64:
             raise ValueError(f"Requant: acc_bits={self.acc_bits} x mult_bits={config.mult_bits} exceeds the "

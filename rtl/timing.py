@@ -10,7 +10,7 @@ REQUANT_LATENCY = 4          # multiply, round, shift, zero point + clamp
 HSWISH_FRONT = 3             # pre-activation: subtract z_p, clamp to [-3, 3], x (x + 3)
 DIVIDER_FRONT = 2            # leading-one detect of the divisor, variable shift
 AVGPOOL_FRONT = 2            # accumulate over the feature map, hand over the sum
-RESIDUAL_LATENCY = 5         # align both operands, add, requantize, clamp
+RESIDUAL_LATENCY = 5         # parameter read, (x - z) * M of both operands, sum, rounding shift, zero point + clamp
 
 HSWISH_LATENCY = HSWISH_FRONT + REQUANT_LATENCY
 DIVIDER_LATENCY = DIVIDER_FRONT + REQUANT_LATENCY

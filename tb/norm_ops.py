@@ -153,19 +153,23 @@ def hardswish(cfg, case: str, kw: dict, out, **run) -> dict:
 
 # ------------------------------------------------------------------ SPEC 4
 def residual_add(cfg, case: str, kw: dict, out, **run) -> dict:
-    """golden.ops.residual_add(a, z_a, Ma, b, z_b, Mb, n, z_out, lo, hi) on rtl.residual.ResidualAdd."""
+    """golden.ops.residual_add(a, z_a, Ma, b, z_b, Mb, n, z_out, lo, hi, axis) on rtl.residual.ResidualAdd
+    (``z_a``, ``z_b``, ``Ma``, ``Mb``, ``n``, ``z_out`` scalar or per channel, all in the parameter table)."""
     L = cfg.mat_lanes
     axis = kw.get("axis", 1)
     a, b = _rows(kw["a"], axis), _rows(kw["b"], axis)
     rows, C = a.shape
-    sc = {k: _scalar(kw[k], f"residual_add {k}") for k in ("z_a", "z_b", "Ma", "Mb", "n", "z_out")}
-    ports = {"z_a": sc["z_a"], "z_b": sc["z_b"], "ma": sc["Ma"], "mb": sc["Mb"], "n": sc["n"],
-             "z_out": sc["z_out"], "lo": int(kw.get("lo", 0)), "hi": int(kw.get("hi", 255))}
-    ina = _beats(a, L, "x", group=False, fill=sc["z_a"])
-    inb = _beats(b, L, "x", group=False, fill=sc["z_b"])
+    za, zb, Ma, Mb, n, z = (pad_channels(_per_channel(kw[k], C), L, 0)
+                            for k in ("z_a", "z_b", "Ma", "Mb", "n", "z_out"))
+    for k, zp in (("z_a", za), ("z_b", zb)):
+        if zp.min() < 0 or zp.max() >= 1 << cfg.act_bits:
+            raise ValueError(f"residual_add {k}: the unit holds {cfg.act_bits}-bit codes, got values in "
+                             f"[{zp.min()}, {zp.max()}]")
+    ina, inb = _beats(a, L, "x"), _beats(b, L, "x")
     exp = _beats(_rows(out, axis), L, "q", group=False, masked=True)
     res = run_stream_case("residual", "rtl.residual:ResidualAdd", cfg, case, inputs={"a": ina, "b": inb},
-                          expected={"o": exp}, ports=ports,
+                          expected={"o": exp}, ports={"lo": int(kw.get("lo", 0)), "hi": int(kw.get("hi", 255))},
+                          prm={"prm": param_rows(L, za=za, zb=zb, ma=Ma, mb=Mb, n=n, z=z)},
                           op=_op("residual_add", L, len(ina), ResidualAdd.LATENCY, rows=rows, channels=C),
                           row_groups=-(-C // L), **run)
     return _with_tensor(res, lambda: _restore(_collect(res, "o", "q", rows, C, L), kw["a"], axis))

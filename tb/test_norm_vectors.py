@@ -125,9 +125,11 @@ def write_synthetic(vec_dir: Path, seed: int = 7) -> None:
     Mh, nh = ops.quantize_multipliers(rng.uniform(2e-4, 1e-3, C))
     y = rec.call("stage1.conv", "hardswish", p=p, z_p=np.int64(120), t3=np.int64(40), M=Mh, n=nh,
                  z_out=rng.integers(0, 30, C))
-    Ma, Mb, ns = ops.quantize_multiplier_pair(0.7, 0.45)
-    rec.call("stage1.add", "residual_add", a=y, z_a=np.int64(10), Ma=np.int64(Ma), b=p, z_b=np.int64(120),
-             Mb=np.int64(Mb), n=np.int64(ns), z_out=np.int64(60))
+    # a shortcut with per-channel scales (as the stem's output has): a multiplier pair and z_a per channel
+    Ma, Mb, ns = (np.array(v, dtype=np.int64)
+                  for v in zip(*(ops.quantize_multiplier_pair(r, 0.45) for r in np.linspace(0.2, 1.6, C))))
+    rec.call("stage1.add", "residual_add", a=y, z_a=np.arange(10, 10 + 5 * C, 5), Ma=Ma, b=p, z_b=np.int64(120),
+             Mb=Mb, n=ns, z_out=np.int64(60))
     heads, N, d = 2, 5, 4
     den = rng.integers(0, 1 << 20, (heads, N))
     e, code = rec.call("stage2.attn", "log2_code", den=den, e_lo=np.int64(-6), code_bits=4)
