@@ -58,6 +58,10 @@ def fakequant_reference(path: str | Path, float64: bool):
             s = op.wq.scale
             op.weight.data = n["weight_codes"].to(torch.float64).view_as(op.weight) * s
             op.wq.mode = "nearest"
+            # The exported bias is the hardware's (bias correction included, which needs the
+            # float weights): use it as is instead of recomputing it from the pinned codes.
+            op.bias.data = n["bias"].to(torch.float64).reshape(op.bias.shape)
+            op.in_mean = op.in_mean[:0]
     return qm.eval(), obj
 
 

@@ -420,3 +420,28 @@ def test_vectors_real_proxy_b0(tmp_path):
 def test_vectors_seeded_b1_r224(tmp_path):
     logits, m = _calibrated_vectors(tmp_path, "b1-r224", None, 1000, seed=0)
     assert logits.shape == (1, 1000)
+
+
+@pytest.mark.assets
+def test_golden_eval_agrees_with_fakequant_on_real_proxy(tmp_path):
+    """`python -m golden eval` end to end on the real proxy: quantized.pt (default hardware recipe,
+    bias correction and all techniques on) -> integer model vs its fake-quant reference."""
+    from golden.evaluate import evaluate
+    from quant.config import QuantConfig
+    from quant.data import calibration_subset, image_folder
+    from quant.engine import quantize
+    from quant.export import save_quantized
+    from quant.models import build_model, get_spec
+    from tests.assets import IMAGENETTE, PROXY_MODEL, assets_dir
+    assets = assets_dir()
+    spec = get_spec("b0-r224")
+    model = build_model("b0-r224", str(assets / PROXY_MODEL))
+    ds = calibration_subset(image_folder(assets / IMAGENETTE, "train", spec.input_size, spec.crop_ratio), 16, 0)
+    calib = torch.stack([ds[i][0] for i in range(len(ds))])
+    cfg = QuantConfig(iters_w=0, iters_a=0, batch_size=16)
+    qm, rep = quantize(model, [calib], cfg, progress=False)
+    path = save_quantized(tmp_path / "quantized.pt", qm, "b0-r224", cfg, rep)
+    r = evaluate(path, assets / IMAGENETTE, every=98, progress=False)    # 21 images across the classes
+    assert r["num_images"] == 21 and r["input_code_mismatches"] == 0
+    assert r["agreement"] >= 20 / 21, r
+    assert abs(r["int_top1"] - r["fakequant_top1"]) <= 100 / 21 + 1e-9, r
