@@ -41,20 +41,27 @@ class _ChannelStats:
 
 
 @torch.no_grad()
-def collect_channel_stats(qmodel: QEfficientViT, batches: Iterable[torch.Tensor]) -> dict:
-    """Stats of the depthwise inputs and projection inputs of every MBConv, on the float model."""
-    stats, hooks = {}, []
-    for blk in mbconvs(qmodel):
-        expand, dw, _ = blk.ops
-        for key, quantizer in ((f"{blk.name}.dw_in", expand.out_q), (f"{blk.name}.proj_in", dw.out_q)):
-            st = stats[key] = _ChannelStats()
-            hooks.append(quantizer.register_forward_pre_hook(st))
+def run_with_pre_hooks(qmodel: QEfficientViT, batches: Iterable[torch.Tensor], hooked: list) -> None:
+    """Run the batches through qmodel with forward pre-hooks [(module, hook), ...] installed."""
+    hooks = [m.register_forward_pre_hook(h) for m, h in hooked]
     try:
         for x in batches:
             qmodel(x)
     finally:
         for h in hooks:
             h.remove()
+
+
+@torch.no_grad()
+def collect_channel_stats(qmodel: QEfficientViT, batches: Iterable[torch.Tensor]) -> dict:
+    """Stats of the depthwise inputs and projection inputs of every MBConv, on the float model."""
+    stats, hooked = {}, []
+    for blk in mbconvs(qmodel):
+        expand, dw, _ = blk.ops
+        for key, quantizer in ((f"{blk.name}.dw_in", expand.out_q), (f"{blk.name}.proj_in", dw.out_q)):
+            st = stats[key] = _ChannelStats()
+            hooked.append((quantizer, st))
+    run_with_pre_hooks(qmodel, batches, hooked)
     return stats
 
 
@@ -126,12 +133,6 @@ def apply_bias_correction(qmodel: QEfficientViT, batches: Iterable[torch.Tensor]
         s, n = sums.get(op, (0.0, 0))
         sums[op] = (s + xc.double().sum(1), n + xc.shape[1])
 
-    hooks = [op.register_forward_pre_hook(hook) for op in qmodel.weight_ops()]
-    try:
-        for x in batches:
-            qmodel(x)
-    finally:
-        for h in hooks:
-            h.remove()
+    run_with_pre_hooks(qmodel, batches, [(op, hook) for op in qmodel.weight_ops()])
     for op, (s, n) in sums.items():
         op.in_mean = (s / n).float()
