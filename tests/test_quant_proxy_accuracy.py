@@ -1,9 +1,10 @@
 """Accuracy on the real proxy model and real images (../shared/assets): a regression guard.
 
-Measured with quant/ at this commit (256 calibration images, no reconstruction, every 4th val image):
-float 80.69, Trio-ViT W8A8 63.82.
-This test uses fewer images to stay fast, and asserts the techniques keep W8A8 far from the
-vanilla collapse (25.64 in assets/README.md); the issue's 1-point target is not met yet.
+Measured with quant/ at this commit: the issue's command (256 calibration images, no
+reconstruction) gives float 81.43, Trio-ViT W8A8 80.32 on the whole val split. This test uses
+64 calibration images and every 10th val image to stay fast (measured: float 82.23, W8A8 78.68,
+agreement 86.8%) and guards that level with a little slack; vanilla W8A8 collapses to 25.64
+(assets/README.md).
 """
 import torch
 
@@ -28,5 +29,6 @@ def test_trio_vit_w8a8_on_the_proxy():
     q = predict(qm, vl, progress=False)
     fa, qa = accuracy(fp), accuracy(q)
     assert fa["top1"] > 75
-    assert qa["top1"] > 50 and agreement(fp, q) > 50, (fa, qa)
-    assert rep["block_sqnr_db"]["stem.in_conv"] > 20  # 8-bit pixels and stem: no collapse at the input
+    assert qa["top1"] > fa["top1"] - 5 and agreement(fp, q) > 82, (fa, qa)
+    assert rep["block_sqnr_db"]["stem.in_conv"] > 30  # 8-bit pixels and stem: no collapse at the input
+    assert rep["block_sqnr_db"]["stem.res0"] > 25     # per-channel stem tensors (17 dB lower per tensor)
