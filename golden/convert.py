@@ -265,13 +265,9 @@ def add_node(node: dict, T: _Tensors, channels: int) -> dict:
     name = node["name"]
     (a, b), out = node["inputs"], node["output"]
     (s_a, z_a), (s_b, z_b), (s_o, z_o) = T.get(a, channels), T.get(b, channels), T.get(out, channels)
-    pairs = {}
-    for c in range(channels):
-        key = (float(s_a[c]), float(s_b[c]), float(s_o[c]))
-        if key not in pairs:
-            pairs[key] = ops.quantize_multiplier_pair(key[0] / key[2], key[1] / key[2])
-    Ma, Mb, n = (np.array(v, dtype=np.int64) for v in zip(*(pairs[(float(s_a[c]), float(s_b[c]), float(s_o[c]))]
-                                                               for c in range(channels))))
+    keys = [tuple(map(float, k)) for k in zip(s_a, s_b, s_o)]
+    pairs = {k: ops.quantize_multiplier_pair(k[0] / k[2], k[1] / k[2]) for k in set(keys)}
+    Ma, Mb, n = (np.array(v, dtype=np.int64) for v in zip(*(pairs[k] for k in keys)))
     lo, hi = _code_range(T.entry(out))
     p = {k: _scalar_if_uniform(v) for k, v in dict(z_a=z_a, z_b=z_b, Ma=Ma, Mb=Mb, n=n, z_out=z_o).items()}
     return dict(op="add", name=name, inputs=[a, b], output=out, lo=lo, hi=hi, **p)

@@ -16,7 +16,7 @@ from .qmodel import (QAttnCore, QEfficientViT, QHead, QLinear, QLiteMLA, QOp, QS
 from .quantizers import ActQuantizer, WeightQuantizer
 
 FORMAT = "triovit-quantized"
-FORMAT_VERSION = 2  # 2: `bias` is the hardware bias (on the accumulator grid, shift correction included)
+FORMAT_VERSION = 2  # 2: `bias` is the hardware bias (on the accumulator grid, bias correction included)
 
 
 # --- tensors and nodes --------------------------------------------------------------------

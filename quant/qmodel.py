@@ -17,6 +17,9 @@ from .data import IMAGENET_MEAN, IMAGENET_STD
 from .quantizers import ActQuantizer, WeightQuantizer, round_ste
 
 
+HSWISH_FLOOR = -3.0  # hardswish is 0 below -3: its pre-activation range need not reach further
+
+
 def hswish_knee(x: torch.Tensor, pre: ActQuantizer) -> torch.Tensor:
     """Hardswish whose knee (3) is snapped to the pre-activation grid, as the integer unit computes it."""
     if not pre.enabled:
@@ -41,10 +44,8 @@ class QOp(nn.Module):
         # The pre-activation is requantized from the accumulator, which is per channel anyway: so is
         # its scale (outlier channels of EfficientViT would ruin a per-tensor one).
         c = weight.shape[0]
-        self.pre_q = (ActQuantizer(f"{name}.pre", bits_a, groups=c, bshape=(1, c) + (1, 1) * (weight.dim() == 4))
-                      if act == "hswish" else None)
-        if self.pre_q is not None:
-            self.pre_q.floor = -3.0
+        self.pre_q = (ActQuantizer(f"{name}.pre", bits_a, groups=c, bshape=(1, c) + (1, 1) * (weight.dim() == 4),
+                                   floor=HSWISH_FLOOR) if act == "hswish" else None)
         self.out_q = ActQuantizer(f"{name}.out", bits_a)
         # Channel-wise migration: the output is divided per channel by this (and the consumer's
         # filters multiplied by it); empty when not migrated.
@@ -55,19 +56,20 @@ class QOp(nn.Module):
     def linear_part(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def bias_on_grid(self) -> torch.Tensor:
+    def bias_on_grid(self, w_q: torch.Tensor | None = None) -> torch.Tensor:
         """The bias the hardware adds: int32 at scale s_x * s_w[c] (needs the input's quantizer).
 
         With bias correction (``in_mean`` set, see techniques.apply_bias_correction) it also
         adds (W - Wq) E[x]: the expected output error of the weights' rounding. After BN
         folding, a projecting conv's output is a small difference of large terms, and the
         rounding error times the channel means alone costs 25-30 dB of logit SQNR on the proxy.
+        ``w_q``: the quantized weights when the caller has them already (forward does).
         """
         if self.wq is None or not self.wq.enabled:
             return self.bias
         b = self.bias
         if self.in_mean.numel():
-            dw = self.weight - self.wq(self.weight)
+            dw = self.weight - (self.wq(self.weight) if w_q is None else w_q)
             dw = dw.flatten(2).sum(2) if dw.dim() == 4 else dw          # (Cout, Cin / groups)
             if getattr(self, "groups", 1) == 1:
                 b = b + dw @ self.in_mean
@@ -110,14 +112,14 @@ class QConv(QOp):
         return "pointwise" if kh == kw == 1 else "conv"
 
     def linear_part(self, x, w):
-        return F.conv2d(x, w, self.bias_on_grid(), self.stride, self.padding, 1, self.groups)
+        return F.conv2d(x, w, self.bias_on_grid(w), self.stride, self.padding, 1, self.groups)
 
 
 class QLinear(QOp):
     kind = "linear"
 
     def linear_part(self, x, w):
-        return F.linear(x, w, self.bias_on_grid())
+        return F.linear(x, w, self.bias_on_grid(w))
 
 
 class QAdd(nn.Module):
@@ -150,8 +152,8 @@ class QLayerNormHswish(nn.Module):
         self.bias = nn.Parameter(ln.bias.detach().clone(), requires_grad=False)
         self.eps = ln.eps
         c = ln.weight.numel()
-        self.pre_q = ActQuantizer(f"{name}.pre", bits_a, groups=c, bshape=(1, c))  # per channel, as in QOp
-        self.pre_q.floor = -3.0  # hardswish is 0 below -3
+        self.pre_q = ActQuantizer(f"{name}.pre", bits_a, groups=c, bshape=(1, c),  # per channel, as in QOp
+                                  floor=HSWISH_FLOOR)
         self.out_q = ActQuantizer(f"{name}.out", bits_a)
 
     def forward(self, x):
@@ -398,7 +400,7 @@ def build_qmodel(model: nn.Module, bits_a: int = 8) -> QEfficientViT:
     for blk, nxt in zip(blocks, blocks[1:]):
         if nxt.kind == "dsconv" and nxt.add is not None:
             producer = blk.add if blk.add is not None else blk.ops[-1]
-            c = producer.out_q.scale.numel() if producer.out_q.groups > 1 else nxt.ops[0].weight.shape[0]
+            c = nxt.ops[0].weight.shape[0]  # the depthwise conv's channels: the tensor's
             producer.out_q = ActQuantizer(producer.out_q.name, bits_a, groups=c, bshape=(1, c, 1, 1))
     for si, stage in enumerate(model.stages):
         for bi, blk in enumerate(stage.blocks):

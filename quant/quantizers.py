@@ -71,14 +71,14 @@ class ActQuantizer(nn.Module):
 
     def __init__(self, name: str, bits: int = 8, signed: bool = False, groups: int = 1,
                  bshape: tuple[int, ...] | None = None, channel_index: torch.Tensor | None = None,
-                 min_zero: bool = False):
+                 min_zero: bool = False, floor: float | None = None):
         super().__init__()
         self.name, self.bits, self.signed = name, bits, signed
         self.groups, self.bshape = groups, bshape
         self.min_zero = min_zero  # values known >= 0 (post-ReLU sums): zero point fixed at 0
         # Values below `floor` all mean the same to the consumer (hardswish is 0 below -3):
         # the range search sees them clamped there instead of stretching the range for them.
-        self.floor: float | None = None
+        self.floor = floor
         self.scale = nn.Parameter(torch.ones(groups))
         self.register_buffer("zero_point", torch.zeros(groups))
         self.register_buffer("channel_index", channel_index if channel_index is not None else torch.zeros(0, dtype=torch.long))
