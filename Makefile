@@ -35,6 +35,11 @@ $(VENV_STAMP): requirements.txt
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip >/dev/null
 	$(PY) -m pip install -q -r requirements.txt
+	@# Verilator's FST waveform writer (WAVES=1) needs lz4.h; best effort, VCD otherwise.
+	@test -f /usr/include/lz4.h || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	  echo "installing liblz4-dev (apt) for FST waveforms" && \
+	  timeout 300 apt-get install -y -q --no-install-recommends liblz4-dev >/dev/null 2>&1; } || \
+	  echo "note: lz4.h missing and not installable here: WAVES=1 will write VCD, not FST (apt install liblz4-dev)"
 	rm -f .venv/.stamp-*; touch $@
 
 demo: setup

@@ -12,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+from quant.malloc_tuning import keep_freed_memory
+
 
 def cmd_widths(args) -> int:
     from .widths import markdown, table
@@ -176,6 +178,7 @@ def main(argv=None) -> int:
     a.add_argument("--quiet", action="store_true")
     a.set_defaults(fn=cmd_all)
     args = ap.parse_args(argv)
+    keep_freed_memory()
     try:
         return args.fn(args)
     except (FileNotFoundError, ValueError) as err:

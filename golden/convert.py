@@ -218,7 +218,7 @@ def mac_node(node: dict, T: _Tensors, notes: Notes, graph_output: str) -> dict:
         M, n = _mults(s_acc / s_p, f"{name} pre-activation requant")
         out["pre"] = dict(M=M, n=n, z=z_p)
         t3 = _knees(s_p, name)
-        M, n = _mults(s_p * s_p / (6.0 * div * s_out), f"{name} hardswish output")
+        M, n = _mults(ops.hardswish_output_factor(s_p, t3, div * s_out), f"{name} hardswish output")
         out["hswish"] = dict(t3=t3, z_p=z_p, M=M, n=n, z_out=z_out)
     elif node["act"] is None:
         M, n = _mults(s_acc / (div * s_out), f"{name} requant")
@@ -328,10 +328,11 @@ def layernorm_node(node: dict, T: _Tensors, frac_bits: int = ops.LN_FRAC_BITS,
     s_x, s_o = (float(_uniform(v, f"{name}: scale")) for v in (s_x, s_o))
     eps_int, G, B, n_g = ops.layernorm_params(_np(node["weight"]), _np(node["bias"]), s_x, s_p, float(node["eps"]),
                                               frac_bits=frac_bits)
-    M, n = _mults(s_p * s_p / (6.0 * s_o), f"{name} hardswish output")
+    t3 = _knees(s_p, name)
+    M, n = _mults(ops.hardswish_output_factor(s_p, t3, s_o), f"{name} hardswish output")
     return dict(op="layernorm_hswish", name=name, input=node["input"], output=node["output"],
                 z_x=np.int64(_uniform(z_x, f"{name}: z_x")), eps_int=np.int64(eps_int), G=G, B=B, n_g=n_g,
-                frac_bits=int(frac_bits), recip_bits=int(recip_bits), z_pre=z_p, t3=_knees(s_p, name),
+                frac_bits=int(frac_bits), recip_bits=int(recip_bits), z_pre=z_p, t3=t3,
                 M=M, n=n, z_out=np.int64(_uniform(z_o, f"{name}: z_out")))
 
 

@@ -60,8 +60,7 @@ def fakequant_reference(path: str | Path, float64: bool):
             op.wq.mode = "nearest"
             # The exported bias is the hardware's (bias correction included, which needs the
             # float weights): use it as is instead of recomputing it from the pinned codes.
-            op.bias.data = n["bias"].to(torch.float64).reshape(op.bias.shape)
-            op.in_mean = op.in_mean[:0]
+            op.pin_bias(n["bias"].to(torch.float64))
     return qm.eval(), obj
 
 

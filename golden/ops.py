@@ -30,7 +30,7 @@ __all__ = [
     "round_log2", "log2_code", "attention_divide", "attention_out", "global_avgpool",
     "isqrt", "layernorm", "logits_requant",
     "quantize_multiplier", "quantize_multipliers", "quantize_multiplier_pair",
-    "quantize_signed_multiplier", "hardswish_t3", "layernorm_params",
+    "quantize_signed_multiplier", "hardswish_t3", "hardswish_output_factor", "layernorm_params",
 ]
 
 ACC_BITS = 32        # MAC accumulators (signed)
@@ -257,7 +257,7 @@ def hardswish(p, z_p, t3, M, n, z_out, lo: int = 0, hi: int = 255, axis: int = 1
 
     ``p``: pre-activation codes; ``t3 = round(3 / s_p)`` in [1, 2^22); ``z_p``, ``t3``,
     ``M, n, z_out`` per channel (along ``axis``) or scalar, with
-    ``M 2^-n ~ s_p^2 / (6 s_out)``.  ``|h| <= 255 (255 + t3) < 2^31``.
+    ``M 2^-n ~ hardswish_output_factor(s_p, t3, s_out)``.  ``|h| <= 255 (255 + t3) < 2^31``.
     """
     p = _int(p, "hardswish: p")
     z_p, t3 = _int(z_p, "hardswish: z_p"), _int(t3, "hardswish: t3")
@@ -578,6 +578,16 @@ def quantize_signed_multiplier(real: float, bits: int = LN_G_BITS, max_shift: in
         n -= 1
         G = math.floor(abs(r) * 2.0 ** n + 0.5)
     return (G if r > 0 else -G), n
+
+
+def hardswish_output_factor(s_p, t3, s_out):
+    """Real factor of the hardswish output requant: ``s_p / (2 t3 s_out)`` (SPEC 3).
+
+    With the knee ``t = t3 s_p`` snapped to the grid, ``k (k + t3) / (2 t3)`` keeps
+    the linear part (``k >= t3``) exactly ``k``; ``s_p^2 / (6 s_out)`` would scale it
+    by ``t / 3``, an error of up to ``s_p / 6`` relative on a wide channel.
+    """
+    return np.asarray(s_p, np.float64) / (2.0 * np.asarray(t3, np.float64) * np.asarray(s_out, np.float64))
 
 
 def hardswish_t3(s_p: float) -> int:

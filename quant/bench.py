@@ -42,6 +42,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="build/bench-quant")
     p.add_argument("--rows", default=None, help="comma-separated row numbers (1-based) to run; default all")
     p.add_argument("--max_val", type=int, default=None, help="evaluate on the first N val images (quick look)")
+    p.add_argument("--force", action="store_true",
+                   help="rerun rows whose results are already in --out (default: reuse them, so a long "
+                        "bench can be run a few rows at a time)")
     a = p.parse_args(argv)
     assets = Path(a.assets)
     if not (assets / "models" / "efficientvit_b0_imagenette.pt").is_file():
@@ -57,6 +60,15 @@ def main(argv=None) -> int:
         args = row_args(assets, kw, extra) + ["--output", str(out), "--no_progress"]
         if a.max_val:
             args += ["--max_val", str(a.max_val)]
+        cmd = "python main_imagenet.py " + " ".join(
+            shlex.quote(x) for x in row_args(Path("../shared/assets"), kw, extra) + ["--output", "OUT"])
+        done = out / "bench_row.json"
+        if done.is_file() and not a.force:
+            r = json.loads(done.read_text())
+            if r.get("cmd") == cmd and r.get("max_val") == a.max_val:
+                print(f"[{i}/{len(ROWS)}] {label}: reusing {done} (--force reruns it)", flush=True)
+                results.append(r)
+                continue
         t = time.time()
         print(f"[{i}/{len(ROWS)}] {label}: python main_imagenet.py {' '.join(args)}", flush=True)
         proc = subprocess.run([sys.executable, "main_imagenet.py"] + args, text=True)
@@ -64,8 +76,8 @@ def main(argv=None) -> int:
             print(f"row {i} failed (exit {proc.returncode})", file=sys.stderr)
             return proc.returncode
         r = json.loads((out / "results.json").read_text())
-        r.update(label=label, wall_s=time.time() - t, cmd="python main_imagenet.py " + " ".join(
-            shlex.quote(x) for x in row_args(Path("../shared/assets"), kw, extra) + ["--output", "OUT"]))
+        r.update(label=label, wall_s=time.time() - t, cmd=cmd, max_val=a.max_val)
+        done.write_text(json.dumps(r, indent=2, default=float))
         results.append(r)
     table = format_table(results)
     print(table)
@@ -86,10 +98,14 @@ def main(argv=None) -> int:
 def format_table(results: list[dict]) -> str:
     lines = ["| row | W/A | top-1 | top-5 | drop vs float | agreement | wall time | command |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    have = {r["label"] for r in results}
+    missing = [label for label, _, _ in ROWS if label not in have]
     for r in results:
         lines.append(f"| {r['label']} | W{r['n_bits_w']}A{r['n_bits_a']} | {r['quant_top1']:.2f} | "
                      f"{r['quant_top5']:.2f} | {r['fp_top1'] - r['quant_top1']:.2f} | {r['quant_agreement']:.2f}% | "
                      f"{r['wall_s'] / 60:.1f} min | `{r['cmd']}` |")
+    for label in missing:
+        lines.append(f"| {label} | | not run yet | | | | | |")
     if results:
         lines.append(f"\nFloat top-1 {results[0]['fp_top1']:.2f} on {results[0].get('n_val', 'the')} val images.")
     return "\n".join(lines)

@@ -18,6 +18,7 @@ from .data import calibration_subset, image_folder, loader
 from .engine import quantize
 from .evaluate import accuracy, agreement, predict
 from .export import save_quantized
+from .malloc_tuning import keep_freed_memory
 from .models import MODELS, build_model, get_spec
 from .report import format_report
 
@@ -78,7 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--warmup", type=float, default=0.2)
     g.add_argument("--iters_a", type=int, default=5000, help="activation step iterations per block (0 skips)")
     g.add_argument("--lr", type=float, default=4e-4, help="learning rate of the activation steps")
-    g.add_argument("--calib_batch_size", type=int, default=32, help="reconstruction / calibration batch size")
+    g.add_argument("--calib_batch_size", type=int, default=32, help="calibration batch size")
+    g.add_argument("--rec_batch_size", type=int, default=8,
+                   help="images per reconstruction step (reference: 32; 8 keeps 500+500 steps of B0 "
+                        "within about 9 minutes on 2 CPU cores)")
     g.add_argument("--sym", action="store_true",
                    help="symmetric reconstruction: fit each block from the float input (reference: not recommended)")
     g.add_argument("--step", type=int, default=None, help=argparse.SUPPRESS)
@@ -96,7 +100,8 @@ def config_from_args(a: argparse.Namespace) -> QuantConfig:
         bias_correction=not (a.no_bias_correction or a.vanilla),
         log2_clamp=tuple(a.log2_clamp) if a.log2_clamp else None,
         iters_w=a.iters_w, weight=a.weight, b_start=a.b_start, b_end=a.b_end, warmup=a.warmup,
-        iters_a=a.iters_a, lr=a.lr, batch_size=a.calib_batch_size, seed=a.seed,
+        iters_a=a.iters_a, lr=a.lr, batch_size=a.calib_batch_size, rec_batch_size=a.rec_batch_size,
+        seed=a.seed,
         rec_input="float" if a.sym else "quant")
 
 
@@ -114,6 +119,7 @@ def log(*args) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
+    keep_freed_memory()
     if a.arch:
         if a.arch not in MODELS:
             parser.error(f"--arch {a.arch!r} is not a model name; use --model with one of {', '.join(MODELS)}")
@@ -153,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict = dict(model=a.model, n_bits_w=a.n_bits_w, n_bits_a=a.n_bits_a, act_quant=a.act_quant,
                          techniques=cfg.techniques, recipe=cfg.recipe, num_samples=a.num_samples,
-                         iters_w=a.iters_w, iters_a=a.iters_a, world_size=dist.world()[1],
+                         iters_w=a.iters_w, iters_a=a.iters_a, n_val=len(val), world_size=dist.world()[1],
                          argv=sys.argv[1:] if argv is None else argv)
     preds = {}
     fp_pred = predict(model, val_loader, "float", progress)

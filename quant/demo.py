@@ -17,6 +17,7 @@ import torch
 
 from .cli import main as cli_main
 from .data import SyntheticImages, eval_transform
+from .malloc_tuning import keep_freed_memory
 from .models import create_model, get_spec
 
 
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="build/demo")
     p.add_argument("--iters", type=int, default=None, help="reconstruction iterations per block (weights and activations)")
     a = p.parse_args(argv)
+    keep_freed_memory()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     common = ["--model", "b0-r224", "--n_bits_w", "8", "--channel_wise", "--n_bits_a", "8", "--act_quant",

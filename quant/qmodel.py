@@ -21,12 +21,17 @@ HSWISH_FLOOR = -3.0  # hardswish is 0 below -3: its pre-activation range need no
 
 
 def hswish_knee(x: torch.Tensor, pre: ActQuantizer) -> torch.Tensor:
-    """Hardswish whose knee (3) is snapped to the pre-activation grid, as the integer unit computes it."""
+    """Hardswish whose knee t (3) is snapped to the pre-activation grid, as the integer unit computes it.
+
+    x * clamp(x + t, 0, 2t) / (2t): the gain 1/(2t) instead of 1/6 keeps the linear part
+    (x >= t) exactly x; with 1/6 it would be x * t / 3, off by up to s/6 relative on every
+    large activation of a wide channel (the output multiplier carries the gain: golden/SPEC 3).
+    """
     if not pre.enabled:
         return F.hardswish(x)
     s = pre._view(pre.scale.detach().abs().clamp(min=1e-8), x)
     t3 = torch.clamp(torch.floor(3.0 / s + 0.5), min=1.0) * s  # round half up, per channel
-    return x * torch.clamp(x + t3, torch.zeros_like(t3), 2 * t3) / 6.0
+    return x * torch.clamp(x + t3, torch.zeros_like(t3), 2 * t3) / (2 * t3)
 
 
 class QOp(nn.Module):
@@ -52,6 +57,10 @@ class QOp(nn.Module):
         self.register_buffer("out_div", torch.zeros(0))
         # Mean of each input channel over calibration (float model), for bias correction; empty: off.
         self.register_buffer("in_mean", torch.zeros(0))
+        # Measured mean error of the quantized op's output per channel, subtracted from the bias
+        # (techniques.apply_output_bias_correction); empty: off.
+        self.register_buffer("bias_fix", torch.zeros(0))
+        self.record_mean: list | None = None  # [sum, count] while recording output means
 
     def linear_part(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -67,7 +76,7 @@ class QOp(nn.Module):
         """
         if self.wq is None or not self.wq.enabled:
             return self.bias
-        b = self.bias
+        b = self.bias - self.bias_fix if self.bias_fix.numel() else self.bias
         if self.in_mean.numel():
             dw = self.weight - (self.wq(self.weight) if w_q is None else w_q)
             dw = dw.flatten(2).sum(2) if dw.dim() == 4 else dw          # (Cout, Cin / groups)
@@ -87,9 +96,19 @@ class QOp(nn.Module):
         unit = sx * self.wq.scale.detach().reshape(-1)
         return torch.round(b / unit) * unit
 
+    def pin_bias(self, bias: torch.Tensor) -> None:
+        """Use `bias` as the hardware bias as is (no correction recomputed from the weights)."""
+        self.bias.data = bias.to(self.bias.dtype).reshape(self.bias.shape)
+        self.in_mean = self.in_mean[:0]
+        self.bias_fix = self.bias_fix[:0]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.wq(self.weight) if self.wq is not None else self.weight
         y = self.linear_part(x, w)
+        if self.record_mean is not None:
+            yc = y.detach().transpose(0, 1).reshape(y.shape[1], -1).double()
+            self.record_mean[0] = self.record_mean[0] + yc.sum(1)
+            self.record_mean[1] += yc.shape[1]
         if self.act == "hswish":
             y = hswish_knee(self.pre_q(y), self.pre_q)
         if self.out_div.numel():

@@ -45,6 +45,8 @@ def reconstruct(qmodel: QEfficientViT, fp_model: QEfficientViT, images: torch.Te
                disable=not progress, leave=False)
     for qb, fb in bar:
         tgt = _run(fb, x_fp, cfg.batch_size)
+        x_in = x_q if cfg.rec_input == "quant" else x_fp
+        start_err = _rec_loss(_run(qb, x_in, cfg.batch_size), tgt).item()
         if stage == "weight":
             ops = [m for m in qb.modules() if isinstance(m, QOp) and m.wq is not None]
             for op in ops:
@@ -52,14 +54,18 @@ def reconstruct(qmodel: QEfficientViT, fp_model: QEfficientViT, images: torch.Te
             params = [op.wq.alpha for op in ops]
             opt = torch.optim.Adam(params, lr=1e-3)
         else:
-            qs = learnable_act_quantizers(qb)
-            params = [q.scale for q in qs if q.enabled]
+            qs = [q for q in learnable_act_quantizers(qb) if q.enabled]
+            params = [q.scale for q in qs]
             opt = torch.optim.Adam(params, lr=cfg.lr)
+        # The step-size gradient (LSQ) ignores what clipping a few large values costs and can
+        # walk into it; activation steps are checked on all calibration images every quarter.
+        best = (start_err, [p.detach().clone() for p in params])
+        check = max(1, iters // 4)
         first = last = None
         qb.train(False)
         for it in range(iters):
-            idx = torch.randint(0, len(images), (cfg.batch_size,), generator=g)
-            out = qb((x_q if cfg.rec_input == "quant" else x_fp)[idx])
+            idx = torch.randint(0, len(images), (cfg.rec_batch_size,), generator=g)
+            out = qb(x_in[idx])
             loss = _rec_loss(out, tgt[idx])
             if stage == "weight":
                 b = _anneal(it, iters, cfg)
@@ -70,16 +76,30 @@ def reconstruct(qmodel: QEfficientViT, fp_model: QEfficientViT, images: torch.Te
             opt.step()
             first = loss.item() if first is None else first
             last = loss.item()
+            if stage == "act" and ((it + 1) % check == 0 or it + 1 == iters):
+                err = _rec_loss(_run(qb, x_in, cfg.batch_size), tgt).item()
+                if err < best[0]:
+                    best = (err, [p.detach().clone() for p in params])
+        kept = True
         if stage == "weight":
             for op in ops:
                 op.wq.harden()
                 op.wq.alpha.requires_grad_(False)
+            if _rec_loss(_run(qb, x_in, cfg.batch_size), tgt).item() > start_err:
+                kept = False  # AdaRound ended worse than rounding to nearest: keep nearest
+                for op in ops:
+                    op.wq.mode, op.wq.alpha = "nearest", None
         else:
-            for q in learnable_act_quantizers(qb):
+            kept = best[0] < start_err
+            with torch.no_grad():
+                for p, v in zip(params, best[1]):
+                    p.copy_(v)
+            for q in qs:
                 q.scale.requires_grad_(False)
         x_q = _run(qb, x_q, cfg.batch_size)
         x_fp = tgt
         err = _rec_loss(x_q, tgt).item()
-        log.append(dict(block=qb.name, first_loss=first, last_loss=last, rec_error=err))
+        log.append(dict(block=qb.name, start_error=start_err, first_loss=first, last_loss=last, rec_error=err,
+                        kept=kept))
         bar.set_postfix(block=qb.name, err=f"{err:.3g}")
     return log

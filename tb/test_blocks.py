@@ -227,9 +227,9 @@ def run_lite_mla(blk: Block, tag: str, x0: np.ndarray) -> np.ndarray:
 def test_mbconv_block_stage0_block1():
     """MBConv with residual, stage 0 block 1 (16 -> 64 -> 16 channels, 56x56).
 
-    (The MBConvs of the later stages have per-channel output zero points of the
-    depthwise hardswish outside [0, 255] -- filter-wise shifting moves them --
-    which rtl/hswish.py's 8-bit z_out table does not hold yet.)"""
+    Filter-wise shifting moves the depthwise hardswish's per-channel output
+    zero points outside [0, 255] in later stages; the requantizer's z_out
+    table is `zero_point_bits` (16) wide, signed, for them (rtl/requant.py)."""
     blk = Block(vector_dir(), "stages.0.blocks.1")
     kw, _ = blk("expand", "conv2d")
     x0 = kw["x"][0]

@@ -35,3 +35,21 @@ def test_harness_affine_stream(gap, bp):
     assert res["beats"] == len(x)
     if gap == 0 and bp == 0:
         assert res["cycles"] == len(x) + 1  # one beat per cycle plus the register's latency
+
+
+@pytest.mark.sim
+def test_waves_write_fst_where_lz4_is_installed():
+    """WAVES=1: dump.fst (dump.vcd only where the compiler lacks lz4.h, with a warning)."""
+    import warnings
+
+    from tb.harness import REPO, fst_supported
+    x = [1, -2, 3]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_cocotb(unit="harness_affine", make=AffineStream, config=None, module="tb.harness_cocotb",
+                   case="waves", params={"gap": 0.0, "backpressure": 0.0},
+                   arrays={"x": x, "expected": [3 * v + 1 for v in x]}, waves=True)
+    runs = list((REPO / "build" / "sim").glob("harness_affine-*-waves/runs/waves"))
+    assert len(runs) == 1, runs
+    want = "dump.fst" if fst_supported() else "dump.vcd"
+    assert (runs[0] / want).stat().st_size > 0

@@ -16,7 +16,7 @@ def hswish_case(cfg, case, rows, C, seed, s_p=None, t3=None, z_p=None, gap=0.0, 
     z_p = int(rng.integers(0, 256)) if z_p is None else z_p
     # per-channel output scales, as channel-wise migration produces them
     s_out = s_p * 10 ** rng.uniform(-0.5, 1.0, C) * 255 / 6
-    M, n = ops.quantize_multipliers(s_p * s_p / (6 * s_out))
+    M, n = ops.quantize_multipliers(ops.hardswish_output_factor(s_p, t3, s_out))
     z = edge_values(rng, C, 0, 255, p_edge=0.3)
     p = edge_values(rng, rows * C, 0, 255, edges=(z_p,), p_edge=0.2).reshape(rows, C)
     kw = {"p": p, "z_p": z_p, "t3": t3, "M": M, "n": n, "z_out": z}
@@ -48,7 +48,7 @@ def test_hswish_per_channel_pre(cfg):
     t3 = np.array([ops.hardswish_t3(float(s)) for s in s_p])
     t3[0], t3[1] = 1, (1 << 22) - 1                   # both ends of the t3 range
     z_p = edge_values(rng, C, 0, 255, p_edge=0.3)
-    M, n = ops.quantize_multipliers(s_p * s_p / (6 * s_p * 255 / 6 * 10 ** rng.uniform(-0.5, 1.0, C)))
+    M, n = ops.quantize_multipliers(ops.hardswish_output_factor(s_p, t3, s_p * 255 / 6 * 10 ** rng.uniform(-0.5, 1.0, C)))
     p = edge_values(rng, rows * C, 0, 255, p_edge=0.2).reshape(rows, C)
     kw = {"p": p, "z_p": z_p, "t3": t3, "M": M, "n": n, "z_out": edge_values(rng, C, 0, 255, p_edge=0.3)}
     norm_ops.hardswish(cfg, "per_channel_pre", kw, ops.hardswish(**kw), gap=0.3, backpressure=0.3, seed=25)

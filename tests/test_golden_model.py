@@ -131,7 +131,7 @@ def quant(x, e):
 def hsw_knee(y, e):
     s = np.abs(e["scale"].numpy()).reshape(-1)
     t3 = (np.maximum(1.0, np.floor(3 / s + 0.5)) * s).reshape((1, -1, 1, 1) if y.ndim == 4 else (1, -1))
-    return y * np.clip(y + t3, 0, 2 * t3) / 6
+    return y * np.clip(y + t3, 0, 2 * t3) / (2 * t3)
 
 
 def emulate(node, ir, env):

@@ -244,10 +244,24 @@ def test_hardswish_within_rounding_of_float_definition(p, z_p, t3, s_out, z):
     s_p = Fraction(3, t3)                       # a scale with an exact knee, so t3 = 3 / s_p
     assert ops.hardswish_t3(float(s_p)) == t3
     M, n = ops.quantize_multiplier(float(s_p * s_p / 6) / s_out)
+    # at an exact knee (t3 s_p = 3) the gain-corrected factor is the textbook s_p^2 / 6
+    assert ops.hardswish_output_factor(float(s_p), t3, s_out) == pytest.approx(float(s_p * s_p / 6) / s_out, rel=1e-12)
     got = ops.hardswish(p, z_p, t3, M, n, z, lo=-(1 << 40), hi=1 << 40)
     for code, q in zip(p.tolist(), got.tolist()):
         real = hswish(s_p * (code - z_p)) / Fraction(s_out)
         assert abs(q - z - real) <= Fraction(1, 2) + abs(real) * Fraction(3, 1 << 31) + Fraction(1, 1 << 20)
+
+
+def test_hardswish_linear_part_is_exact_with_a_snapped_knee():
+    s_p, z_p, s_out = 0.137, 10, 0.05             # 3 / s_p = 21.9: the knee snaps to 22 s_p = 3.014
+    t3 = ops.hardswish_t3(s_p)
+    M, n = ops.quantize_multiplier(float(ops.hardswish_output_factor(s_p, t3, s_out)))
+    p = np.arange(z_p + t3, 256)
+    got = ops.hardswish(p, z_p, t3, M, n, 0, lo=-(1 << 40), hi=1 << 40)
+    real = (p - z_p) * s_p / s_out                  # hardswish(x) = x above the knee
+    assert np.abs(got - real).max() <= 0.5 + 1e-6 * real.max()
+    M6, n6 = ops.quantize_multiplier(s_p * s_p / (6 * s_out))  # the textbook gain misses by t / 3
+    assert np.abs(ops.hardswish(p, z_p, t3, M6, n6, 0, lo=-(1 << 40), hi=1 << 40) - real).max() > 2
 
 
 @SET

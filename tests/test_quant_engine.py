@@ -58,8 +58,19 @@ def test_report_has_block_sqnr_and_adaround_decided(quantized):
     _, _, qm, rep, _ = quantized
     assert set(rep["block_sqnr_db"]) == {b.name for b in qm.blocks}
     assert all(v > 0 for v in rep["block_sqnr_db"].values())
-    assert all(op.wq.mode == "hard" for op in qm.weight_ops())
     assert len(rep["reconstruction_weight"]) == len(qm.blocks) == len(rep["reconstruction_act"])
+    # AdaRound decides every weight of a block it kept; a block it made worse rounds to nearest
+    kept = {r["block"]: r["kept"] for r in rep["reconstruction_weight"]}
+    for blk in qm.blocks:
+        modes = {m.wq.mode for m in blk.modules() if getattr(m, "wq", None) is not None}
+        assert modes == ({"hard"} if kept[blk.name] else {"nearest"}), blk.name
+
+
+def test_reconstruction_never_leaves_a_block_worse_on_calibration_data(quantized):
+    _, _, _, rep, _ = quantized
+    for stage in ("reconstruction_weight", "reconstruction_act"):
+        for r in rep[stage]:
+            assert r["rec_error"] <= r["start_error"] * (1 + 1e-5) + 1e-6, (stage, r)
 
 
 def test_export_round_trip_is_exact(quantized):
