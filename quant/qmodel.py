@@ -57,10 +57,6 @@ class QOp(nn.Module):
         self.register_buffer("out_div", torch.zeros(0))
         # Mean of each input channel over calibration (float model), for bias correction; empty: off.
         self.register_buffer("in_mean", torch.zeros(0))
-        # Measured mean error of the quantized op's output per channel, subtracted from the bias
-        # (techniques.apply_output_bias_correction); empty: off.
-        self.register_buffer("bias_fix", torch.zeros(0))
-        self.record_mean: list | None = None  # [sum, count] while recording output means
 
     def linear_part(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -76,7 +72,7 @@ class QOp(nn.Module):
         """
         if self.wq is None or not self.wq.enabled:
             return self.bias
-        b = self.bias - self.bias_fix if self.bias_fix.numel() else self.bias
+        b = self.bias
         if self.in_mean.numel():
             dw = self.weight - (self.wq(self.weight) if w_q is None else w_q)
             dw = dw.flatten(2).sum(2) if dw.dim() == 4 else dw          # (Cout, Cin / groups)
@@ -100,15 +96,10 @@ class QOp(nn.Module):
         """Use `bias` as the hardware bias as is (no correction recomputed from the weights)."""
         self.bias.data = bias.to(self.bias.dtype).reshape(self.bias.shape)
         self.in_mean = self.in_mean[:0]
-        self.bias_fix = self.bias_fix[:0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.wq(self.weight) if self.wq is not None else self.weight
         y = self.linear_part(x, w)
-        if self.record_mean is not None:
-            yc = y.detach().transpose(0, 1).reshape(y.shape[1], -1).double()
-            self.record_mean[0] = self.record_mean[0] + yc.sum(1)
-            self.record_mean[1] += yc.shape[1]
         if self.act == "hswish":
             y = hswish_knee(self.pre_q(y), self.pre_q)
         if self.out_div.numel():

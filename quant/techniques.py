@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 import torch
 
-from .qmodel import QAttnCore, QEfficientViT, QOp, QSeq
+from .qmodel import QAttnCore, QEfficientViT, QSeq
 
 
 def mbconvs(qmodel: QEfficientViT) -> list[QSeq]:
@@ -137,41 +137,3 @@ def apply_bias_correction(qmodel: QEfficientViT, batches: Iterable[torch.Tensor]
     for op, (s, n) in sums.items():
         op.in_mean = (s / n).float()
 
-
-@torch.no_grad()
-def _output_means(qmodel: QEfficientViT, batches: Iterable[torch.Tensor]) -> dict:
-    ops = qmodel.weight_ops()
-    for op in ops:
-        op.record_mean = [0.0, 0]
-    try:
-        for x in batches:
-            qmodel(x)
-    finally:
-        means = {op.name: (op.record_mean[0] / max(op.record_mean[1], 1)).float() for op in ops}
-        for op in ops:
-            op.record_mean = None
-    return means
-
-
-@torch.no_grad()
-def apply_output_bias_correction(qmodel: QEfficientViT, fp_model: QEfficientViT,
-                                 batches: list[torch.Tensor]) -> None:
-    """Subtract each op's measured mean output error (quantized minus float, per channel) from its bias.
-
-    Clipped activations and rounding upstream leave a systematic shift in an
-    op's output that E[x]-based weight correction cannot see. Block by block,
-    op by op in order, each op is measured with everything before it already
-    corrected, on the quantized model's own input to the block.
-    """
-    ref = _output_means(fp_model, batches)
-    xs = [qmodel.input_q(x) for x in batches]
-    for blk in qmodel.blocks:
-        ops = [m for m in blk.modules() if isinstance(m, QOp) and m.wq is not None and m.wq.enabled]
-        for op in ops:
-            op.bias_fix = torch.zeros_like(op.bias)
-            op.record_mean = [0.0, 0]
-            for x in xs:
-                blk(x)
-            op.bias_fix = (op.record_mean[0] / op.record_mean[1]).float() - ref[op.name]
-            op.record_mean = None
-        xs = [blk(x) for x in xs]
