@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .data import IMAGENET_MEAN, IMAGENET_STD
-from .quantizers import ActQuantizer, WeightQuantizer, round_ste
+from .quantizers import ActQuantizer, WeightQuantizer
 
 
 HSWISH_FLOOR = -3.0  # hardswish is 0 below -3: its pre-activation range need not reach further

@@ -11,11 +11,6 @@ import torch
 import torch.nn as nn
 
 
-def round_ste(x: torch.Tensor) -> torch.Tensor:
-    """Round with a straight-through gradient (round half to even, like torch.round)."""
-    return (x.round() - x).detach() + x
-
-
 class _FakeQuant(torch.autograd.Function):
     """(clamp(round(x / s) + z, lo, hi) - z) * s with LSQ's gradients, in few passes over x.
 
