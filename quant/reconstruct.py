@@ -46,7 +46,11 @@ def reconstruct(qmodel: QEfficientViT, fp_model: QEfficientViT, images: torch.Te
     for qb, fb in bar:
         tgt = _run(fb, x_fp, cfg.batch_size)
         x_in = x_q if cfg.rec_input == "quant" else x_fp
-        start_err = _rec_loss(_run(qb, x_in, cfg.batch_size), tgt).item()
+
+        def full_error() -> float:  # the block's loss on every calibration image
+            return _rec_loss(_run(qb, x_in, cfg.batch_size), tgt).item()
+
+        start_err = full_error()
         if stage == "weight":
             ops = [m for m in qb.modules() if isinstance(m, QOp) and m.wq is not None]
             for op in ops:
@@ -77,7 +81,7 @@ def reconstruct(qmodel: QEfficientViT, fp_model: QEfficientViT, images: torch.Te
             first = loss.item() if first is None else first
             last = loss.item()
             if stage == "act" and ((it + 1) % check == 0 or it + 1 == iters):
-                err = _rec_loss(_run(qb, x_in, cfg.batch_size), tgt).item()
+                err = full_error()
                 if err < best[0]:
                     best = (err, [p.detach().clone() for p in params])
         kept = True
@@ -85,7 +89,7 @@ def reconstruct(qmodel: QEfficientViT, fp_model: QEfficientViT, images: torch.Te
             for op in ops:
                 op.wq.harden()
                 op.wq.alpha.requires_grad_(False)
-            if _rec_loss(_run(qb, x_in, cfg.batch_size), tgt).item() > start_err:
+            if full_error() > start_err:
                 kept = False  # AdaRound ended worse than rounding to nearest: keep nearest
                 for op in ops:
                     op.wq.mode, op.wq.alpha = "nearest", None

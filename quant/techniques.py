@@ -136,4 +136,3 @@ def apply_bias_correction(qmodel: QEfficientViT, batches: Iterable[torch.Tensor]
     run_with_pre_hooks(qmodel, batches, [(op, hook) for op in qmodel.weight_ops()])
     for op, (s, n) in sums.items():
         op.in_mean = (s / n).float()
-
