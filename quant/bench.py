@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -20,6 +21,9 @@ ROWS = [
     ("migration only", dict(w=8, a=8, it=0), "--no_shift --no_log2"),
     ("shifting only", dict(w=8, a=8, it=0), "--no_migration --no_log2"),
     ("log2 divisor only", dict(w=8, a=8, it=0), "--no_migration --no_shift"),
+    # Migration alone beats all three on the proxy: these two say which of the others costs what.
+    ("migration + shifting", dict(w=8, a=8, it=0), "--no_log2"),
+    ("migration + log2 divisor", dict(w=8, a=8, it=0), "--no_shift"),
     ("Trio-ViT W8A8", dict(w=8, a=8, it=0), ""),
     ("vanilla W8A8 + reconstruction", dict(w=8, a=8, it=500), "--vanilla"),
     ("Trio-ViT W8A8 + reconstruction", dict(w=8, a=8, it=500), ""),
@@ -29,10 +33,43 @@ ROWS = [
 BEGIN, END = "<!-- BENCH-QUANT:BEGIN -->", "<!-- BENCH-QUANT:END -->"
 
 
+def row_dir(label: str) -> str:
+    """Rows live in folders named after their label, so adding a row does not orphan the others' results."""
+    return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
+
+
 def row_args(assets: Path, kw: dict, extra: str) -> list[str]:
     return (["--data_path", str(assets / "data" / "imagenette"),
              "--weight_url", str(assets / "models" / "efficientvit_b0_imagenette.pt")]
             + shlex.split(BASE.format(**kw)) + shlex.split(extra))
+
+
+def row_command(kw: dict, extra: str) -> str:
+    """The row's command as the README prints it (and as a reused result must match)."""
+    return "python main_imagenet.py " + " ".join(
+        shlex.quote(x) for x in row_args(Path("../shared/assets"), kw, extra) + ["--output", "OUT"])
+
+
+def parse_rows(spec: str | None) -> set[int]:
+    if not spec:
+        return set(range(1, len(ROWS) + 1))
+    try:
+        wanted = {int(x) for x in spec.split(",") if x.strip()}
+    except ValueError:
+        raise SystemExit(f"error: --rows takes comma-separated row numbers, got {spec!r} (--list shows them)")
+    bad = sorted(i for i in wanted if not 1 <= i <= len(ROWS))
+    if bad:
+        raise SystemExit(f"error: --rows {spec}: no row {bad[0]}; rows are 1..{len(ROWS)} (--list shows them)")
+    return wanted
+
+
+def replace_table(text: str, table: str, where: str) -> str:
+    """The README with `table` between the BENCH-QUANT markers."""
+    if BEGIN not in text or END not in text or text.index(BEGIN) > text.index(END):
+        raise SystemExit(f"error: {where} has no {BEGIN} ... {END} markers to put the table between")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    return head + BEGIN + "\n" + table + "\n" + END + tail
 
 
 def main(argv=None) -> int:
@@ -40,35 +77,43 @@ def main(argv=None) -> int:
     p.add_argument("--assets", default="../shared/assets")
     p.add_argument("--readme", default=None, help="rewrite the table between the BENCH-QUANT markers of this file")
     p.add_argument("--out", default="build/bench-quant")
-    p.add_argument("--rows", default=None, help="comma-separated row numbers (1-based) to run; default all")
+    p.add_argument("--rows", default=None,
+                   help="comma-separated row numbers (1-based, see --list) to run; default all. Rows not "
+                        "named still appear in the table if their results are already in --out")
+    p.add_argument("--list", action="store_true", help="print the rows with their numbers and exit")
     p.add_argument("--max_val", type=int, default=None, help="evaluate on the first N val images (quick look)")
     p.add_argument("--force", action="store_true",
                    help="rerun rows whose results are already in --out (default: reuse them, so a long "
                         "bench can be run a few rows at a time)")
     a = p.parse_args(argv)
+    if a.list:
+        for i, (label, kw, extra) in enumerate(ROWS, 1):
+            print(f"{i:2d}  {label:34s} {' '.join(row_args(Path(a.assets), kw, extra)[4:])}")
+        return 0
+    wanted = parse_rows(a.rows)
     assets = Path(a.assets)
     if not (assets / "models" / "efficientvit_b0_imagenette.pt").is_file():
         print(f"error: {assets} lacks models/efficientvit_b0_imagenette.pt (see shared/assets/README.md)",
               file=sys.stderr)
         return 2
-    wanted = {int(i) for i in a.rows.split(",")} if a.rows else set(range(1, len(ROWS) + 1))
+    if a.readme:  # fail now, not after an hour of runs
+        replace_table(Path(a.readme).read_text(), "", a.readme)
     results = []
     for i, (label, kw, extra) in enumerate(ROWS, 1):
-        if i not in wanted:
-            continue
-        out = Path(a.out) / f"row{i}"
+        out = Path(a.out) / row_dir(label)
         args = row_args(assets, kw, extra) + ["--output", str(out), "--no_progress"]
         if a.max_val:
             args += ["--max_val", str(a.max_val)]
-        cmd = "python main_imagenet.py " + " ".join(
-            shlex.quote(x) for x in row_args(Path("../shared/assets"), kw, extra) + ["--output", "OUT"])
+        cmd = row_command(kw, extra)
         done = out / "bench_row.json"
-        if done.is_file() and not a.force:
+        if done.is_file() and not (a.force and i in wanted):
             r = json.loads(done.read_text())
             if r.get("cmd") == cmd and r.get("max_val") == a.max_val:
                 print(f"[{i}/{len(ROWS)}] {label}: reusing {done} (--force reruns it)", flush=True)
                 results.append(r)
                 continue
+        if i not in wanted:
+            continue
         t = time.time()
         print(f"[{i}/{len(ROWS)}] {label}: python main_imagenet.py {' '.join(args)}", flush=True)
         proc = subprocess.run([sys.executable, "main_imagenet.py"] + args, text=True)
@@ -83,14 +128,9 @@ def main(argv=None) -> int:
     print(table)
     if a.readme:
         path = Path(a.readme)
-        text = path.read_text()
-        if BEGIN not in text or END not in text:
-            print(f"error: {path} has no {BEGIN} ... {END} markers", file=sys.stderr)
-            return 2
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        path.write_text(head + BEGIN + "\n" + table + "\n" + END + tail)
+        path.write_text(replace_table(path.read_text(), table, a.readme))
         print(f"updated {path}")
+    Path(a.out).mkdir(parents=True, exist_ok=True)
     (Path(a.out) / "bench.json").write_text(json.dumps(results, indent=2, default=float))
     return 0
 
@@ -98,14 +138,15 @@ def main(argv=None) -> int:
 def format_table(results: list[dict]) -> str:
     lines = ["| row | W/A | top-1 | top-5 | drop vs float | agreement | wall time | command |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    have = {r["label"] for r in results}
-    missing = [label for label, _, _ in ROWS if label not in have]
-    for r in results:
+    by_label = {r["label"]: r for r in results}
+    for label, kw, _ in ROWS:  # the bench's order, whichever rows were run
+        r = by_label.get(label)
+        if r is None:
+            lines.append(f"| {label} | W{kw['w']}A{kw['a']} | not run yet | | | | | |")
+            continue
         lines.append(f"| {r['label']} | W{r['n_bits_w']}A{r['n_bits_a']} | {r['quant_top1']:.2f} | "
                      f"{r['quant_top5']:.2f} | {r['fp_top1'] - r['quant_top1']:.2f} | {r['quant_agreement']:.2f}% | "
                      f"{r['wall_s'] / 60:.1f} min | `{r['cmd']}` |")
-    for label in missing:
-        lines.append(f"| {label} | | not run yet | | | | | |")
     if results:
         lines.append(f"\nFloat top-1 {results[0]['fp_top1']:.2f} on {results[0].get('n_val', 'the')} val images.")
     return "\n".join(lines)

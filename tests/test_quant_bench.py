@@ -1,0 +1,66 @@
+"""make bench-quant's bookkeeping: row selection, reuse of finished rows, the README rewrite (no runs here)."""
+import json
+
+import pytest
+
+from quant import bench
+
+
+def fake_result(i, top1):
+    label, kw, extra = bench.ROWS[i - 1]
+    return dict(label=label, n_bits_w=kw["w"], n_bits_a=kw["a"], quant_top1=top1, quant_top5=99.0,
+                fp_top1=81.43, quant_agreement=90.0, wall_s=120.0, n_val=1966,
+                cmd=bench.row_command(kw, extra), max_val=None)
+
+
+def test_table_keeps_bench_order_and_lists_rows_not_run():
+    table = bench.format_table([fake_result(3, 41.0), fake_result(1, 38.0)])
+    lines = [l for l in table.splitlines() if l.startswith("| ") and "---" not in l][1:]
+    assert len(lines) == len(bench.ROWS)
+    assert lines[0].startswith("| vanilla W8A8 | W8A8 | 38.00 |")
+    assert lines[2].startswith("| shifting only | W8A8 | 41.00 |")
+    assert "not run yet" in lines[1] and "not run yet" in lines[-1]
+    assert "drop vs float" in table and "| 40.43 |" in table  # 81.43 - 41.00
+
+
+def test_rows_parse_and_reject_bad_numbers():
+    assert bench.parse_rows("1, 3") == {1, 3}
+    assert bench.parse_rows(None) == set(range(1, len(bench.ROWS) + 1))
+    with pytest.raises(SystemExit, match="no row 99"):
+        bench.parse_rows("2,99")
+    with pytest.raises(SystemExit, match="comma-separated row numbers"):
+        bench.parse_rows("two")
+
+
+def test_readme_without_markers_fails_before_any_run(tmp_path):
+    assert bench.replace_table(f"a\n{bench.BEGIN}\nold\n{bench.END}\nb", "T", "R") == \
+        f"a\n{bench.BEGIN}\nT\n{bench.END}\nb"
+    readme = tmp_path / "README.md"
+    readme.write_text("no markers here\n")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "efficientvit_b0_imagenette.pt").write_bytes(b"")
+    with pytest.raises(SystemExit, match="BENCH-QUANT"):
+        bench.main(["--assets", str(tmp_path), "--readme", str(readme), "--out", str(tmp_path / "o")])
+
+
+def test_finished_rows_are_reused_and_shown_even_when_not_selected(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    for i, top1 in ((1, 38.0), (2, 81.0)):
+        d = out / bench.row_dir(bench.ROWS[i - 1][0])
+        d.mkdir(parents=True)
+        (d / "bench_row.json").write_text(json.dumps(fake_result(i, top1)))
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "efficientvit_b0_imagenette.pt").write_bytes(b"")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{bench.BEGIN}\nold table\n{bench.END}\nafter\n")
+    monkeypatch.setattr(bench.subprocess, "run", lambda *a, **k: pytest.fail("a finished row was rerun"))
+    assert bench.main(["--assets", str(tmp_path), "--readme", str(readme), "--out", str(out), "--rows", "1"]) == 0
+    text = readme.read_text()
+    assert "old table" not in text and text.startswith("intro\n") and text.endswith("after\n")
+    assert "| vanilla W8A8 | W8A8 | 38.00 |" in text and "| migration only | W8A8 | 81.00 |" in text
+    assert "reusing" in capsys.readouterr().out
+
+
+def test_row_folders_are_distinct():
+    dirs = [bench.row_dir(label) for label, _, _ in bench.ROWS]
+    assert len(set(dirs)) == len(dirs) and all(d.replace("_", "").isalnum() for d in dirs)
