@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 
 import torch
@@ -109,10 +110,16 @@ def set_log2_ranges(qmodel: QEfficientViT, batches: Iterable[torch.Tensor], bits
     finally:
         for c in cores:
             c.observe_e, c.log2_bits = False, bits
+    silent = [c.name for c in cores if not c.e_seen]
+    if silent:
+        # Low activation bit-widths can round every q . ksum of a branch to 0 (seen at W6A6 in B0's
+        # stage 3): the divisor is then 2^e_lo for every pixel (SPEC 5.4), so start the window at
+        # 2^0, the smallest non-zero divisor, rather than refuse to quantize the model.
+        warnings.warn(f"{len(silent)} attention branch(es) never produced a positive divisor on the "
+                      f"calibration images at these bit-widths (their output is mostly zero): "
+                      f"{', '.join(silent)}; their divisor window starts at 2^0", stacklevel=2)
     for c in cores:
-        if not c.e_seen:
-            raise RuntimeError(f"{c.name}: no positive divisor seen during calibration")
-        lo, hi = min(c.e_seen), max(c.e_seen)
+        lo, hi = (min(c.e_seen), max(c.e_seen)) if c.e_seen else (0, 0)
         e_lo = max(lo, hi - (2 ** bits - 1))
         c.e_lo.fill_(e_lo)
         ranges[c.name] = (e_lo, e_lo + 2 ** bits - 1)

@@ -102,3 +102,22 @@ def test_log2_divisor_is_a_power_of_two_in_integer_units(b0_and_images):
     lo = int(core.e_lo)
     assert e[ok].round().min() >= lo and e[ok].round().max() <= lo + 15
     assert rep["log2_ranges"][core.name] == (lo, lo + 15)
+
+
+def test_branch_without_positive_divisor_gets_the_bottom_window_and_a_warning(b0_and_images):
+    """At low bit-widths a whole branch can quantize q . ksum to 0; that must not stop quantization."""
+    from quant.config import QuantConfig
+    from quant.engine import quantize
+    from quant.techniques import set_log2_ranges
+    model, x = b0_and_images
+    qm, _ = quantize(model, [x], QuantConfig(iters_w=0, iters_a=0, batch_size=4), progress=False)
+    core = qm.attn_cores()[1]
+    h = core.register_forward_pre_hook(lambda mod, args: (torch.zeros_like(args[0]),) + tuple(args[1:]))
+    try:
+        with pytest.warns(UserWarning, match=rf"never produced a positive divisor.*{core.name}"):
+            ranges = set_log2_ranges(qm, [x[:2]], 4, None)
+        assert ranges[core.name] == (0, 15) and int(core.e_lo) == 0
+        with torch.no_grad():
+            assert torch.isfinite(qm(x[:2])).all()
+    finally:
+        h.remove()
