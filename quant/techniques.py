@@ -117,7 +117,7 @@ def set_log2_ranges(qmodel: QEfficientViT, batches: Iterable[torch.Tensor], bits
         # 2^0, the smallest non-zero divisor, rather than refuse to quantize the model.
         warnings.warn(f"{len(silent)} attention branch(es) never produced a positive divisor on the "
                       f"calibration images at these bit-widths (their output is mostly zero): "
-                      f"{', '.join(silent)}; their divisor window starts at 2^0", stacklevel=2)
+                      f"{', '.join(silent)}; their divisor window starts at 2^0", stacklevel=3)
     for c in cores:
         lo, hi = (min(c.e_seen), max(c.e_seen)) if c.e_seen else (0, 0)
         e_lo = max(lo, hi - (2 ** bits - 1))
