@@ -47,10 +47,11 @@ def reconstruct(qmodel: QEfficientViT, fp_model: QEfficientViT, images: torch.Te
         tgt = _run(fb, x_fp, cfg.batch_size)
         x_in = x_q if cfg.rec_input == "quant" else x_fp
 
-        def full_error() -> float:  # the block's loss on every calibration image
-            return _rec_loss(_run(qb, x_in, cfg.batch_size), tgt).item()
+        def full_pass() -> tuple[float, torch.Tensor]:  # the block's loss and output on every calibration image
+            y = _run(qb, x_in, cfg.batch_size)
+            return _rec_loss(y, tgt).item(), y
 
-        start_err = full_error()
+        start_err, start_out = full_pass()
         if stage == "weight":
             ops = [m for m in qb.modules() if isinstance(m, QOp) and m.wq is not None]
             for op in ops:
@@ -63,7 +64,7 @@ def reconstruct(qmodel: QEfficientViT, fp_model: QEfficientViT, images: torch.Te
             opt = torch.optim.Adam(params, lr=cfg.lr)
         # The step-size gradient (LSQ) ignores what clipping a few large values costs and can
         # walk into it; activation steps are checked on all calibration images every quarter.
-        best = (start_err, [p.detach().clone() for p in params])
+        best = (start_err, [p.detach().clone() for p in params], start_out)
         check = max(1, iters // 4)
         first = last = None
         qb.train(False)
@@ -81,26 +82,28 @@ def reconstruct(qmodel: QEfficientViT, fp_model: QEfficientViT, images: torch.Te
             first = loss.item() if first is None else first
             last = loss.item()
             if stage == "act" and ((it + 1) % check == 0 or it + 1 == iters):
-                err = full_error()
+                err, y = full_pass()
                 if err < best[0]:
-                    best = (err, [p.detach().clone() for p in params])
+                    best = (err, [p.detach().clone() for p in params], y)
         kept = True
         if stage == "weight":
             for op in ops:
                 op.wq.harden()
                 op.wq.alpha.requires_grad_(False)
-            if full_error() > start_err:
-                kept = False  # AdaRound ended worse than rounding to nearest: keep nearest
+            err, y = full_pass()
+            if err > start_err:
+                kept, y = False, start_out  # AdaRound ended worse than rounding to nearest: keep nearest
                 for op in ops:
                     op.wq.mode, op.wq.alpha = "nearest", None
         else:
-            kept = best[0] < start_err
+            kept, y = best[0] < start_err, best[2]
             with torch.no_grad():
                 for p, v in zip(params, best[1]):
                     p.copy_(v)
             for q in qs:
                 q.scale.requires_grad_(False)
-        x_q = _run(qb, x_q, cfg.batch_size)
+        # y is the block's output in the state it keeps; fed the quantized input, that is the next x_q
+        x_q = y if cfg.rec_input == "quant" else _run(qb, x_q, cfg.batch_size)
         x_fp = tgt
         err = _rec_loss(x_q, tgt).item()
         log.append(dict(block=qb.name, start_error=start_err, first_loss=first, last_loss=last, rec_error=err,

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-CYCLES = Path(__file__).resolve().parent / "cycles"
+from .harness import CYCLES_ROOT as CYCLES  # where cocotb_kit.record_cycles writes
 
 
 def rows(root: Path = CYCLES) -> list[dict]:
