@@ -38,10 +38,14 @@ def row_dir(label: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
 
 
+def row_flags(kw: dict, extra: str) -> list[str]:
+    """The row's quantization flags (what differs between rows)."""
+    return shlex.split(BASE.format(**kw)) + shlex.split(extra)
+
+
 def row_args(assets: Path, kw: dict, extra: str) -> list[str]:
     return (["--data_path", str(assets / "data" / "imagenette"),
-             "--weight_url", str(assets / "models" / "efficientvit_b0_imagenette.pt")]
-            + shlex.split(BASE.format(**kw)) + shlex.split(extra))
+             "--weight_url", str(assets / "models" / "efficientvit_b0_imagenette.pt")] + row_flags(kw, extra))
 
 
 def row_command(kw: dict, extra: str) -> str:
@@ -88,7 +92,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.list:
         for i, (label, kw, extra) in enumerate(ROWS, 1):
-            print(f"{i:2d}  {label:34s} {' '.join(row_args(Path(a.assets), kw, extra)[4:])}")
+            print(f"{i:2d}  {label:34s} {' '.join(row_flags(kw, extra))}")
         return 0
     wanted = parse_rows(a.rows)
     assets = Path(a.assets)
