@@ -1,42 +1,35 @@
 """quantized.pt -> integer model: int8 weights, int32 folded biases, (M, n) multipliers, zero points,
 hardswish knees, log2 windows, LayerNorm integers (golden/SPEC.md sections 1-8, 10).
 
-Input: the flat graph of ``quantized.pt`` (format: docs/quantized_format.md,
-written by quant/export.py): ``tensors`` (scale and zero point of every stored
-tensor) and ``nodes`` (ops in execution order).  ``read_ir`` checks the
-format, the version and every field golden/ uses, naming the one missing.
+Input: the IR (arch/ir.py, format: docs/quantized_format.md): ``tensors``
+(scale, zero point and format of every stored tensor) and ``nodes`` (ops in
+execution order), read by ``arch.ir.load``, which checks the format, the
+version and every field, naming the one missing.  ``arch.ir.check_formats``
+refuses a model whose formats the configuration cannot execute.
 
 Output: the integer model, plain data: ``{"version", "num_classes",
 "resolution", "graph_input", "graph_output", "input_z", "nodes", "notes"}``
 where every node holds numpy integer arrays and Python ints only, so
-golden/execute.py runs it with golden/ops.py and nothing else.  Every real
-factor becomes ``(M, n)`` by ``ops.quantize_multiplier``; every conversion
-that is not exact with respect to the fake-quant model is listed in
+golden/execute.py runs it with golden/ops.py and nothing else.  Every output
+stage carries the code range ``lo``/``hi`` of the tensor it writes (its own
+format, not the machine's widest), and every MAC its operand widths.  Every
+real factor becomes ``(M, n)`` by ``ops.quantize_multiplier``; every
+conversion that is not exact with respect to the fake-quant model is listed in
 ``notes`` (e.g. the stem's per-input-channel scales).
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
+
+from arch import ir as arch_ir
+from arch import formats
+from arch import graph as arch_graph
+from arch.config import AccelConfig
 
 from . import ops
 
-INT_MODEL_VERSION = 1
-IR_FORMAT = "triovit-quantized"
-IR_VERSION = 2
-MAC_OPS = ("conv", "pointwise", "depthwise", "grouped", "linear")
-NODE_FIELDS = {
-    "mac": ("name", "input", "output", "act", "weight_codes", "weight_scale", "weight_zero_point", "bias",
-            "out_div"),
-    "conv": ("stride", "padding", "groups"),
-    "add": ("name", "inputs", "output"),
-    "attention": ("name", "input", "output", "out_channel_offset", "heads", "dim", "kv", "ks", "log2",
-                  "log2_bits", "e_lo"),
-    "avgpool": ("name", "input", "output"),
-    "layernorm_hswish": ("name", "input", "output", "pre", "weight", "bias", "eps"),
-}
-TENSOR_FIELDS = ("bits", "signed", "scale", "zero_point", "enabled")
+INT_MODEL_VERSION = 2     # 2: lo/hi on every output stage, operand widths on every MAC
+MAC_OPS = arch_ir.MAC_OPS
 
 
 class Notes(list):
@@ -48,48 +41,17 @@ class Notes(list):
         self.acc_scales: dict[str, np.ndarray] = {}
 
 
-# --------------------------------------------------------------------------- reading the IR
-def read_ir(path_or_obj) -> dict:
-    """Load ``quantized.pt`` (or take its dict) and check what golden/ needs, naming any missing field."""
-    if isinstance(path_or_obj, dict):
-        obj, where = path_or_obj, "quantized model"
-    else:
-        import torch
-        p = Path(path_or_obj)
-        if not p.is_file():
-            raise FileNotFoundError(f"{p} not found; produce it with `python main_imagenet.py ... --output DIR` "
-                                    "(it writes DIR/quantized.pt)")
-        try:
-            obj = torch.load(p, map_location="cpu", weights_only=False)
-        except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
-            raise ValueError(f"{p} is not a readable quantized.pt: {e}") from None
-        where = str(p)
-    if not isinstance(obj, dict) or obj.get("format") != IR_FORMAT:
-        got = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
-        raise ValueError(f"{where}: not a {IR_FORMAT} file (format field: {got!r})")
-    if obj.get("version") != IR_VERSION:
-        raise ValueError(f"{where}: format version {obj.get('version')!r}; golden/ reads version {IR_VERSION} "
-                         "(docs/quantized_format.md); re-export it or update golden/convert.py")
-    for key in ("model", "num_classes", "input_size", "recipe", "tensors", "nodes", "graph_input", "graph_output"):
-        if key not in obj:
-            raise ValueError(f"{where}: missing field {key!r} (docs/quantized_format.md)")
-    if obj["recipe"] != "hardware":
-        raise ValueError(f"{where}: recipe {obj['recipe']!r}; golden/ runs the hardware recipe only (symmetric "
+def read_ir(path_or_obj, cfg: AccelConfig | None = None) -> dict:
+    """The IR of a quantized model that golden/ can run on ``cfg`` (default: the default configuration)."""
+    ir = arch_ir.load(path_or_obj)
+    if ir["kind"] != "quantized":
+        raise ValueError(f"{ir['model']}: a {ir['kind']} IR has no integer parameters; golden/ runs quantized "
+                         "models (main_imagenet.py --act_quant --output DIR)")
+    if ir["recipe"] != "hardware":
+        raise ValueError(f"{ir['model']}: recipe {ir['recipe']!r}; golden/ runs the hardware recipe only (symmetric "
                          "weights, golden/SPEC.md section 0): quantize without --recipe reference")
-    for i, node in enumerate(obj["nodes"]):
-        op = node.get("op")
-        kind = "mac" if op in MAC_OPS else op
-        if kind not in NODE_FIELDS:
-            raise ValueError(f"{where}: node {i} ({node.get('name')!r}) has op {op!r}, which golden/ does not know")
-        need = NODE_FIELDS[kind] + (NODE_FIELDS["conv"] if kind == "mac" and op != "linear" else ())
-        for key in need:
-            if key not in node:
-                raise ValueError(f"{where}: node {i} ({node.get('name')!r}, op {op}) is missing field {key!r}")
-    for name, t in obj["tensors"].items():
-        for key in TENSOR_FIELDS:
-            if key not in t:
-                raise ValueError(f"{where}: tensor {name!r} is missing field {key!r}")
-    return obj
+    arch_ir.check_formats(ir, cfg or AccelConfig())
+    return ir
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -205,7 +167,8 @@ def mac_node(node: dict, T: _Tensors, notes: Notes, graph_output: str) -> dict:
     b_int = _round(_np(node["bias"]).reshape(-1) / s_acc)
     z_fold = z_x if not np.all(z_x == z_x[0]) else z_x[0]
     out = dict(op="linear" if op == "linear" else "conv", name=name, input=node["input"], output=node["output"],
-               w=w.astype(np.int8), bias=ops.fold_bias(b_int, w, z_fold, groups), z_x=np.asarray(z_fold, np.int64))
+               w=w.astype(np.int8), bias=ops.fold_bias(b_int, w, z_fold, groups), z_x=np.asarray(z_fold, np.int64),
+               x_bits=int(T.entry(node["input"])["bits"]), w_bits=int(node["weight_bits"]))
     if op != "linear":
         out.update(stride=_sq(node["stride"], name), padding=_sq(node["padding"], name), groups=groups)
     s_out, z_out = T.get(node["output"], cout)
@@ -216,10 +179,12 @@ def mac_node(node: dict, T: _Tensors, notes: Notes, graph_output: str) -> dict:
         # and knee may be per channel (or one per tensor, broadcast)
         s_p, z_p = T.get(node["pre"], cout)
         M, n = _mults(s_acc / s_p, f"{name} pre-activation requant")
-        out["pre"] = dict(M=M, n=n, z=z_p)
+        lo, hi = _code_range(T.entry(node["pre"]))
+        out["pre"] = dict(M=M, n=n, z=z_p, lo=lo, hi=hi)
         t3 = _knees(s_p, name)
         M, n = _mults(ops.hardswish_output_factor(s_p, t3, div * s_out), f"{name} hardswish output")
-        out["hswish"] = dict(t3=t3, z_p=z_p, M=M, n=n, z_out=z_out)
+        lo, hi = _code_range(e_out)
+        out["hswish"] = dict(t3=t3, z_p=z_p, M=M, n=n, z_out=z_out, lo=lo, hi=hi)
     elif node["act"] is None:
         M, n = _mults(s_acc / (div * s_out), f"{name} requant")
         if node["output"] == graph_output:
@@ -242,21 +207,13 @@ def _knees(s_p: np.ndarray, name: str) -> np.ndarray:
 
 
 def _code_range(e: dict) -> tuple[int, int]:
-    b = int(e["bits"])
-    return (-((1 << (b - 1)) - 1), (1 << (b - 1)) - 1) if e["signed"] else (0, (1 << b) - 1)
+    f = formats.tensor_format(e["bits"], e["signed"])
+    return f.lo, f.hi
 
 
 def _scalar_if_uniform(v: np.ndarray) -> np.ndarray:
     v = np.asarray(v, dtype=np.int64).reshape(-1)
     return v[0] if np.all(v == v[0]) else v
-
-
-def _add_channels(node: dict, T: _Tensors) -> int:
-    """Channels of an add: the output's `channels` field, else the widest per-channel operand."""
-    c = T.entry(node["output"]).get("channels")
-    if c is not None:
-        return int(c)
-    return max(np.size(T.get(t)[0]) for t in (*node["inputs"], node["output"]))
 
 
 def add_node(node: dict, T: _Tensors, channels: int) -> dict:
@@ -273,7 +230,7 @@ def add_node(node: dict, T: _Tensors, channels: int) -> dict:
     return dict(op="add", name=name, inputs=[a, b], output=out, lo=lo, hi=hi, **p)
 
 
-def attention_node(node: dict, T: _Tensors) -> dict:
+def attention_node(node: dict, T: _Tensors, shift_max: int = ops.SHIFT_MAX) -> dict:
     """One LiteMLA branch, all heads: kv / ks requant, log2 window, output (divide) multipliers."""
     name, H, d = node["name"], int(node["heads"]), int(node["dim"])
     if not node["log2"]:
@@ -295,11 +252,13 @@ def attention_node(node: dict, T: _Tensors) -> dict:
     M_ks, n_ks = _mults(s_k / s_ks, f"{name} k-sum requant")
     M_o, n_o = _mults(s_kv / (s_ks[:, None] * s_o), f"{name} output (divide) requant")
     e_lo, bits = int(node["e_lo"]), int(node["log2_bits"])
-    if int(n_o.min()) + e_lo < 0 or int(n_o.max()) + e_lo + (1 << bits) - 1 > ops.SHIFT_MAX:
+    if int(n_o.min()) + e_lo < 0 or int(n_o.max()) + e_lo + (1 << bits) - 1 > shift_max:
         raise ValueError(f"{name}: output shifts n_o in [{int(n_o.min())}, {int(n_o.max())}] with the log2 window "
-                         f"[{e_lo}, {e_lo + (1 << bits) - 1}] leave [0, {ops.SHIFT_MAX}]")
+                         f"[{e_lo}, {e_lo + (1 << bits) - 1}] leave [0, {shift_max}]")
     out_ch = T.entry(node["output"]).get("channels") or 2 * H * d
-    return dict(op="attention", name=name, input=node["input"], output=node["output"],
+    lo, hi = _code_range(T.entry(node["output"]))
+    return dict(op="attention", name=name, input=node["input"], output=node["output"], lo=lo, hi=hi,
+                kv_bits=int(T.entry(node["kv"])["bits"]),
                 out_channel_offset=int(node["out_channel_offset"]), out_channels=int(out_ch), heads=H, dim=d,
                 z_q=np.int64(z_q), z_k=np.int64(z_k), z_v=np.int64(z_v),
                 M_kv=M_kv.reshape(H, 1, d), n_kv=n_kv.reshape(H, 1, d), M_ks=M_ks.reshape(H, 1),
@@ -313,7 +272,8 @@ def avgpool_node(node: dict, T: _Tensors, hw: int) -> dict:
     s_o, z_o = T.get(node["output"])
     s_x, s_o = float(_uniform(s_x, f"{name}: input scale")), float(_uniform(s_o, f"{name}: output scale"))
     M, n = ops.quantize_multiplier(s_x / (hw * s_o))
-    return dict(op="avgpool", name=name, input=node["input"], output=node["output"], hw=int(hw),
+    lo, hi = _code_range(T.entry(node["output"]))
+    return dict(op="avgpool", name=name, input=node["input"], output=node["output"], hw=int(hw), lo=lo, hi=hi,
                 z_x=np.int64(_uniform(z_x, f"{name}: z_x")), M=np.int64(M), n=np.int64(n),
                 z_out=np.int64(_uniform(z_o, f"{name}: z_out")))
 
@@ -330,53 +290,40 @@ def layernorm_node(node: dict, T: _Tensors, frac_bits: int = ops.LN_FRAC_BITS,
                                               frac_bits=frac_bits)
     t3 = _knees(s_p, name)
     M, n = _mults(ops.hardswish_output_factor(s_p, t3, s_o), f"{name} hardswish output")
+    (pre_lo, pre_hi), (lo, hi) = _code_range(T.entry(node["pre"])), _code_range(T.entry(node["output"]))
     return dict(op="layernorm_hswish", name=name, input=node["input"], output=node["output"],
+                pre_lo=pre_lo, pre_hi=pre_hi, lo=lo, hi=hi,
                 z_x=np.int64(_uniform(z_x, f"{name}: z_x")), eps_int=np.int64(eps_int), G=G, B=B, n_g=n_g,
                 frac_bits=int(frac_bits), recip_bits=int(recip_bits), z_pre=z_p, t3=t3,
                 M=M, n=n, z_out=np.int64(_uniform(z_o, f"{name}: z_out")))
 
 
 # --------------------------------------------------------------------------- the whole graph
-def from_ir(obj, notes: Notes | None = None, resolution: int | None = None) -> dict:
-    """Convert a quantized.pt (path or loaded dict) into the integer model."""
-    ir = read_ir(obj)
+def from_ir(obj, notes: Notes | None = None, resolution: int | None = None, cfg: AccelConfig | None = None) -> dict:
+    """Convert a quantized.pt (path or IR dict) into the integer model for ``cfg`` (default configuration)."""
+    cfg = cfg or AccelConfig()
+    ir = read_ir(obj, cfg)
     notes = Notes() if notes is None else notes
     T = _Tensors(ir["tensors"])
-    res = int(resolution or ir["input_size"])
-    size = {ir["graph_input"]: res}                 # spatial size per tensor (for the pool's 1 / HW)
+    graph = arch_graph.infer(ir, resolution)
+    F = formats.formats(cfg)
     _, z_in = T.get(ir["graph_input"], 3)
     nodes = []
-    for node in ir["nodes"]:
+    for node, info in zip(ir["nodes"], graph.nodes):
         op = node["op"]
         if op in MAC_OPS:
             n = mac_node(node, T, notes, ir["graph_output"])
-            if op != "linear":
-                k = _int(node["weight_codes"]).shape[-1]
-                size[node["output"]] = (size[node["input"]] + 2 * n["padding"] - k) // n["stride"] + 1
         elif op == "add":
-            n = add_node(node, T, _add_channels(node, T))
-            size[node["output"]] = size[node["inputs"][0]]
+            n = add_node(node, T, info.cout)
         elif op == "attention":
-            n = attention_node(node, T)
-            size[node["output"]] = size[node["input"]]
+            n = attention_node(node, T, F.shift_max)
         elif op == "avgpool":
-            n = avgpool_node(node, T, size[node["input"]] ** 2)
+            n = avgpool_node(node, T, info.h * info.w)
         elif op == "layernorm_hswish":
-            n = layernorm_node(node, T)
-        else:  # read_ir refused it already
+            n = layernorm_node(node, T, F.ln_frac_bits, F.ln_recip_bits)
+        else:  # arch.ir.load refused it already
             raise ValueError(f"unknown op {op!r}")
         nodes.append(n)
     return dict(version=INT_MODEL_VERSION, model=str(ir["model"]), num_classes=int(ir["num_classes"]),
-                resolution=res, graph_input=ir["graph_input"], graph_output=ir["graph_output"],
+                resolution=graph.resolution, graph_input=ir["graph_input"], graph_output=ir["graph_output"],
                 input_z=z_in.astype(np.int64), nodes=nodes, notes=list(notes))
-
-
-def from_qmodel(qm, model_name: str, notes: Notes | None = None, resolution: int | None = None) -> dict:
-    """Convert an in-memory fake-quant ``QEfficientViT`` through quant/'s own exporter (same path as a file)."""
-    from quant.export import FORMAT, FORMAT_VERSION, build_graph
-    from quant.models import get_spec
-    g = build_graph(qm)
-    obj = dict(format=FORMAT, version=FORMAT_VERSION, model=model_name, num_classes=qm.num_classes,
-               input_size=get_spec(model_name).input_size, recipe="hardware", tensors=g.tensors, nodes=g.nodes,
-               graph_input="input", graph_output=g.nodes[-1]["output"])
-    return from_ir(obj, notes, resolution)

@@ -17,9 +17,11 @@ from .vectors import Recorder
 
 @dataclass
 class Stats:
-    """Largest |value| seen per accumulator kind (and the largest folded bias), with the layer."""
+    """Largest |value| seen per accumulator kind (and the largest folded bias), with the layer, and
+    the MACs executed (counted from the operand arrays, all images)."""
     max_abs: dict[str, int] = field(default_factory=dict)
     where: dict[str, str] = field(default_factory=dict)
+    macs: int = 0
 
     def track(self, kind: str, layer: str, a) -> None:
         a = np.asarray(a)
@@ -44,17 +46,20 @@ def mac_kind(node: dict) -> str:
 def run_mac(node: dict, x: np.ndarray, rec: Recorder, st: Stats) -> np.ndarray:
     """conv2d / linear, then the output stage: requantize, pre-activation + hardswish, or logits."""
     name = node["name"]
+    bits = dict(x_bits=node["x_bits"], w_bits=node["w_bits"])
     if node["op"] == "linear":
-        acc = rec.call(name, "linear", x=x, w=node["w"], bias=node["bias"])
+        acc = rec.call(name, "linear", x=x, w=node["w"], bias=node["bias"], **bits)
     else:
         acc = rec.call(name, "conv2d", x=x, z_x=node["z_x"], w=node["w"], bias=node["bias"], stride=node["stride"],
-                       padding=node["padding"], groups=node["groups"])
+                       padding=node["padding"], groups=node["groups"], **bits)
+    st.macs += acc.size * node["w"][0].size          # outputs x taps per output
     st.track(mac_kind(node), name, acc)
     st.track("folded bias", name, node["bias"])
     if "hswish" in node:
         pre, hs = node["pre"], node["hswish"]
-        p = rec.call(name, "requantize", acc=acc, M=pre["M"], n=pre["n"], z_out=pre["z"])
-        return rec.call(name, "hardswish", p=p, z_p=hs["z_p"], t3=hs["t3"], M=hs["M"], n=hs["n"], z_out=hs["z_out"])
+        p = rec.call(name, "requantize", acc=acc, M=pre["M"], n=pre["n"], z_out=pre["z"], lo=pre["lo"], hi=pre["hi"])
+        return rec.call(name, "hardswish", p=p, z_p=hs["z_p"], t3=hs["t3"], M=hs["M"], n=hs["n"], z_out=hs["z_out"],
+                        lo=hs["lo"], hi=hs["hi"])
     if "logits" in node:
         lg = node["logits"]
         return rec.call(name, "logits_requant", acc=acc, M=lg["M"], n=lg["n"], bits=lg["bits"])
@@ -62,34 +67,76 @@ def run_mac(node: dict, x: np.ndarray, rec: Recorder, st: Stats) -> np.ndarray:
     return rec.call(name, "requantize", acc=acc, M=rq["M"], n=rq["n"], z_out=rq["z_out"], lo=rq["lo"], hi=rq["hi"])
 
 
-def run_attention(node: dict, t: np.ndarray, rec: Recorder, st: Stats) -> np.ndarray:
-    """One attention branch, all heads: (B, 3 H d, h, w) codes -> (B, H d, h, w) codes."""
-    B, C, h, w = t.shape
-    H, d, name = node["heads"], node["dim"], node["name"]
-    tt = t.reshape(B, H, 3 * d, h * w).transpose(0, 1, 3, 2)          # (B, H, N, 3d): timm's layout
-    q, k, v = tt[..., :d], tt[..., d:2 * d], tt[..., 2 * d:]
+def split_qkv(node: dict, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(B, 3 H d, h, w) codes -> q, k, v token-major (B, H, N, d): per head h the channels
+    [h 3d, h 3d + d) are q, then k, then v (timm's layout)."""
+    B, _, h, w = t.shape
+    H, d = node["heads"], node["dim"]
+    tt = t.reshape(B, H, 3 * d, h * w).transpose(0, 1, 3, 2)
+    return tt[..., :d], tt[..., d:2 * d], tt[..., 2 * d:]
+
+
+def attention_kv_half(node: dict, t: np.ndarray, rec: Recorder, st: Stats) -> tuple[np.ndarray, np.ndarray]:
+    """k^T [v | 1] of every head, requantized: the kv codes (B, H, d, d) and k-sum codes (B, H, d)."""
+    name = node["name"]
+    _, k, v = split_qkv(node, t)
     kv_acc, ksum = rec.call(name, "attention_kv", k=k, z_k=node["z_k"], v=v, z_v=node["z_v"])
     st.track("attention k^T v", name, kv_acc)
     st.track("attention k-sum", name, ksum)
-    kv, ks = rec.call(name, "attention_requant_kv", kv_acc=kv_acc, ksum=ksum, M_kv=node["M_kv"], n_kv=node["n_kv"],
-                      M_ks=node["M_ks"], n_ks=node["n_ks"])
+    st.macs += k.size * (v.shape[-1] + 1)                # B H N d (d + 1)
+    return rec.call(name, "attention_requant_kv", kv_acc=kv_acc, ksum=ksum, M_kv=node["M_kv"], n_kv=node["n_kv"],
+                    M_ks=node["M_ks"], n_ks=node["n_ks"], bits=node["kv_bits"])
+
+
+def attention_qkv_half(node: dict, t: np.ndarray, kv: np.ndarray, ks: np.ndarray, rec: Recorder,
+                       st: Stats) -> np.ndarray:
+    """q [kv | ks] of every head, the log2 divisor and the shift division: (B, H d, h, w) codes."""
+    name = node["name"]
+    B, _, h, w = t.shape
+    q, _, _ = split_qkv(node, t)
     num, den = rec.call(name, "attention_num_den", q=q, z_q=node["z_q"], kv=kv, ks=ks)
     st.track("attention q kv (numerator)", name, num)
     st.track("attention q ks (denominator)", name, den)
+    st.macs += q.size * (kv.shape[-1] + 1)               # B H N d (d + 1)
     e, _ = rec.call(name, "log2_code", den=den, e_lo=node["e_lo"], code_bits=node["code_bits"])
-    out = rec.call(name, "attention_divide", num=num, e=e, M_o=node["M_o"], n_o=node["n_o"], z_out=node["z_out"])
-    return out.transpose(0, 1, 3, 2).reshape(B, H * d, h, w)           # channel = head * d + j
+    out = rec.call(name, "attention_divide", num=num, e=e, M_o=node["M_o"], n_o=node["n_o"], z_out=node["z_out"],
+                   lo=node["lo"], hi=node["hi"])
+    return out.transpose(0, 1, 3, 2).reshape(B, -1, h, w)            # channel = head * d + j
+
+
+def run_attention(node: dict, t: np.ndarray, rec: Recorder, st: Stats) -> np.ndarray:
+    """One attention branch, all heads: (B, 3 H d, h, w) codes -> (B, H d, h, w) codes."""
+    kv, ks = attention_kv_half(node, t, rec, st)
+    return attention_qkv_half(node, t, kv, ks, rec, st)
+
+
+def run_add(node: dict, a: np.ndarray, b: np.ndarray, rec: Recorder) -> np.ndarray:
+    return rec.call(node["name"], "residual_add", a=a, z_a=node["z_a"], Ma=node["Ma"], b=b, z_b=node["z_b"],
+                    Mb=node["Mb"], n=node["n"], z_out=node["z_out"], lo=node["lo"], hi=node["hi"])
+
+
+def run_pool(node: dict, x: np.ndarray, rec: Recorder, st: Stats) -> np.ndarray:
+    st.track("global avgpool sum", node["name"], (x - node["z_x"]).sum(axis=(2, 3)))
+    return rec.call(node["name"], "global_avgpool", x=x, z_x=node["z_x"], M=node["M"], n=node["n"],
+                    z_out=node["z_out"], lo=node["lo"], hi=node["hi"])
+
+
+def run_layernorm(node: dict, x: np.ndarray, rec: Recorder) -> np.ndarray:
+    """The head's LayerNorm to the pre-activation, then its hardswish."""
+    name = node["name"]
+    p = rec.call(name, "layernorm", x=x, z_x=node["z_x"], eps_int=node["eps_int"], G=node["G"], B=node["B"],
+                 n_g=node["n_g"], z_out=node["z_pre"], lo=node["pre_lo"], hi=node["pre_hi"],
+                 frac_bits=node["frac_bits"], recip_bits=node["recip_bits"])
+    return rec.call(name, "hardswish", p=p, z_p=node["z_pre"], t3=node["t3"], M=node["M"], n=node["n"],
+                    z_out=node["z_out"], lo=node["lo"], hi=node["hi"])
 
 
 def run_node(node: dict, env: dict, rec: Recorder, st: Stats) -> None:
-    op, name = node["op"], node["name"]
+    op = node["op"]
     if op in ("conv", "linear"):
         env[node["output"]] = run_mac(node, env[node["input"]], rec, st)
     elif op == "add":
-        a, b = (env[i] for i in node["inputs"])
-        env[node["output"]] = rec.call(name, "residual_add", a=a, z_a=node["z_a"], Ma=node["Ma"], b=b,
-                                       z_b=node["z_b"], Mb=node["Mb"], n=node["n"], z_out=node["z_out"],
-                                       lo=node["lo"], hi=node["hi"])
+        env[node["output"]] = run_add(node, *(env[i] for i in node["inputs"]), rec)
     elif op == "attention":
         t = env[node["input"]]
         out = env.get(node["output"])
@@ -98,18 +145,11 @@ def run_node(node: dict, env: dict, rec: Recorder, st: Stats) -> None:
         o = node["out_channel_offset"]
         out[:, o:o + node["heads"] * node["dim"]] = run_attention(node, t, rec, st)
     elif op == "avgpool":
-        x = env[node["input"]]
-        st.track("global avgpool sum", name, (x - node["z_x"]).sum(axis=(2, 3)))
-        env[node["output"]] = rec.call(name, "global_avgpool", x=x, z_x=node["z_x"], M=node["M"], n=node["n"],
-                                       z_out=node["z_out"])
+        env[node["output"]] = run_pool(node, env[node["input"]], rec, st)
     elif op == "layernorm_hswish":
-        p = rec.call(name, "layernorm", x=env[node["input"]], z_x=node["z_x"], eps_int=node["eps_int"], G=node["G"],
-                     B=node["B"], n_g=node["n_g"], z_out=node["z_pre"], frac_bits=node["frac_bits"],
-                     recip_bits=node["recip_bits"])
-        env[node["output"]] = rec.call(name, "hardswish", p=p, z_p=node["z_pre"], t3=node["t3"], M=node["M"],
-                                       n=node["n"], z_out=node["z_out"])
+        env[node["output"]] = run_layernorm(node, env[node["input"]], rec)
     else:
-        raise ValueError(f"unknown op {op!r} (node {name}) in the integer model")
+        raise ValueError(f"unknown op {op!r} (node {node['name']}) in the integer model")
 
 
 def _last_use(model: dict) -> dict[str, int]:

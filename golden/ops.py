@@ -23,6 +23,8 @@ import math
 
 import numpy as np
 
+from arch.formats import DEFAULT as F
+
 __all__ = [
     "ACC_BITS", "MULT_BITS", "SHIFT_MAX",
     "rshift_round", "requantize", "fold_bias", "conv2d", "linear", "hardswish",
@@ -33,14 +35,18 @@ __all__ = [
     "quantize_signed_multiplier", "hardswish_t3", "hardswish_output_factor", "layernorm_params",
 ]
 
-ACC_BITS = 32        # MAC accumulators (signed)
-MULT_BITS = 31       # requantization multiplier magnitude, normalised to [2^30, 2^31)
-SHIFT_MAX = 63       # right shifts are 6-bit: 0..63
-T3_BITS = 22         # hardswish knee: t3 < 2^(acc_bits - act_bits - 2), so |h| < 2^31
-LN_G_BITS = 16       # LayerNorm per-channel signed multiplier (|G| < 2^15)
-LN_B_BITS = 48       # LayerNorm per-channel bias at the shifted scale
-LN_FRAC_BITS = 10    # fractional bits of the normalised LayerNorm value y (the accelerator's unit)
-LN_RECIP_BITS = 31   # R = isqrt(2^62 // V) ~ 2^31 / sqrt(V) (the accelerator's unit; 47 is finer)
+# The machine's formats (arch/formats.py, derived from the default configuration): the
+# widths the ops check their operands and accumulators against.
+ACC_BITS = F.acc.bits               # MAC accumulators (signed)
+MULT_BITS = F.mult.bits             # requantization multiplier magnitude, normalised to [2^30, 2^31)
+SHIFT_MAX = F.shift_max             # right shifts: 0..63
+T3_BITS = F.t3.bits                 # hardswish knee: t3 < 2^(acc_bits - act_bits - 2), so |h| < 2^31
+LN_G_BITS = F.ln_g.bits             # LayerNorm per-channel signed multiplier (|G| < 2^15)
+LN_B_BITS = F.ln_b.bits             # LayerNorm per-channel bias at the shifted scale
+LN_FRAC_BITS = F.ln_frac_bits       # fractional bits of the normalised LayerNorm value y
+LN_RECIP_BITS = F.ln_recip_bits     # R = isqrt(2^62 // V) ~ 2^31 / sqrt(V) (47 is the finer variant)
+A_LO, A_HI = F.act.lo, F.act.hi     # default output code range (8-bit activations); the converter
+                                    # always passes each tensor's own range
 
 
 # --------------------------------------------------------------------------- helpers
@@ -109,7 +115,7 @@ def rshift_round(x, n) -> np.ndarray:
     return np.right_shift(x + half, n)
 
 
-def requantize(acc, M, n, z_out, lo: int = 0, hi: int = 255, axis: int = 1) -> np.ndarray:
+def requantize(acc, M, n, z_out, lo: int = A_LO, hi: int = A_HI, axis: int = 1) -> np.ndarray:
     """SPEC 1: ``clamp(z_out + rshift_round(acc * M, n), lo, hi)``.
 
     ``acc`` int32 accumulators; ``M`` unsigned 31-bit, ``n`` 0..63, ``z_out``
@@ -170,7 +176,7 @@ def _mac_bound_check(acc: np.ndarray, bias: np.ndarray, w_abs_sum: np.ndarray, x
 
 
 def conv2d(x, z_x, w, bias, stride: int = 1, padding: int = 0, groups: int = 1,
-           x_bits: int = 8, w_bits: int = 8) -> np.ndarray:
+           x_bits: int = F.act.bits, w_bits: int = F.weight.bits) -> np.ndarray:
     """SPEC 2: int8 x uint8 convolution accumulated in int32 (generic, pointwise, grouped, depthwise).
 
     ``x``: activation codes ``(N, Cin, H, W)`` or ``(Cin, H, W)`` in
@@ -195,7 +201,7 @@ def conv2d(x, z_x, w, bias, stride: int = 1, padding: int = 0, groups: int = 1,
     if padding:   # the padding value is stored like any code
         _check_range(z, 0, (1 << x_bits) - 1, "conv2d: z_x (padding value)")
     else:         # only folded into the bias: filter-wise shifting may move it off the code range
-        _check_range(z, -(1 << 15), (1 << 15) - 1, "conv2d: z_x")
+        _check_range(z, F.zero_point.lo, F.zero_point.hi, "conv2d: z_x")
     N, cin, H, W = x.shape
     cout, cin_g, kh, kw = w.shape
     if cin != cin_g * groups or cout % groups:
@@ -232,7 +238,7 @@ def conv2d(x, z_x, w, bias, stride: int = 1, padding: int = 0, groups: int = 1,
     return acc[0] if squeeze else acc
 
 
-def linear(x, w, bias, x_bits: int = 8, w_bits: int = 8) -> np.ndarray:
+def linear(x, w, bias, x_bits: int = F.act.bits, w_bits: int = F.weight.bits) -> np.ndarray:
     """SPEC 2: ``acc[..., c] = bias'[c] + sum_k w[c, k] x[..., k]`` in int32.
 
     ``x`` unsigned codes ``(..., Cin)``, ``w`` ``(Cout, Cin)`` signed narrow
@@ -252,7 +258,7 @@ def linear(x, w, bias, x_bits: int = 8, w_bits: int = 8) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- elementwise
-def hardswish(p, z_p, t3, M, n, z_out, lo: int = 0, hi: int = 255, axis: int = 1) -> np.ndarray:
+def hardswish(p, z_p, t3, M, n, z_out, lo: int = A_LO, hi: int = A_HI, axis: int = 1) -> np.ndarray:
     """SPEC 3: ``k = p - z_p; h = k * clamp(k + t3, 0, 2 t3); out = requantize(h, M, n, z_out)``.
 
     ``p``: pre-activation codes; ``t3 = round(3 / s_p)`` in [1, 2^22); ``z_p``, ``t3``,
@@ -269,7 +275,7 @@ def hardswish(p, z_p, t3, M, n, z_out, lo: int = 0, hi: int = 255, axis: int = 1
     return requantize(h, M, n, z_out, lo, hi, axis=ax)
 
 
-def residual_add(a, z_a, Ma, b, z_b, Mb, n, z_out, lo: int = 0, hi: int = 255, axis: int = 1) -> np.ndarray:
+def residual_add(a, z_a, Ma, b, z_b, Mb, n, z_out, lo: int = A_LO, hi: int = A_HI, axis: int = 1) -> np.ndarray:
     """SPEC 4: ``clamp(z_out + rshift_round(Ma (a - z_a) + Mb (b - z_b), n), lo, hi)``.
 
     ``Ma, Mb`` unsigned 31-bit (one shared shift ``n``: see
@@ -315,7 +321,7 @@ def attention_kv(k, z_k, v, z_v) -> tuple[np.ndarray, np.ndarray]:
     return kv_acc, ksum
 
 
-def attention_requant_kv(kv_acc, ksum, M_kv, n_kv, M_ks, n_ks, bits: int = 8) -> tuple[np.ndarray, np.ndarray]:
+def attention_requant_kv(kv_acc, ksum, M_kv, n_kv, M_ks, n_ks, bits: int = F.act.bits) -> tuple[np.ndarray, np.ndarray]:
     """SPEC 5.2: kv per column j to signed symmetric codes, ksum per head to unsigned codes.
 
     ``kv = clamp(rshift_round(kv_acc * M_kv[j], n_kv[j]), -(2^(b-1)-1), 2^(b-1)-1)``,
@@ -365,7 +371,7 @@ def round_log2(x) -> np.ndarray:
     return p + (x * x >= np.left_shift(np.int64(1), 2 * p + 1))
 
 
-def log2_code(den, e_lo, code_bits: int = 4) -> tuple[np.ndarray, np.ndarray]:
+def log2_code(den, e_lo, code_bits: int = F.log2_code.bits) -> tuple[np.ndarray, np.ndarray]:
     """SPEC 5.4: ``e = clamp(round_log2(den), e_lo, e_lo + 2^code_bits - 1)``, ``round_log2(0) = e_lo``.
 
     Returns ``(e, code)`` with ``code = e - e_lo`` in [0, 2^code_bits - 1].
@@ -378,7 +384,7 @@ def log2_code(den, e_lo, code_bits: int = 4) -> tuple[np.ndarray, np.ndarray]:
     return e, e - e_lo
 
 
-def attention_divide(num, e, M_o, n_o, z_out, lo: int = 0, hi: int = 255) -> np.ndarray:
+def attention_divide(num, e, M_o, n_o, z_out, lo: int = A_LO, hi: int = A_HI) -> np.ndarray:
     """SPEC 5.5: ``clamp(z_out + rshift_round(num[n,j] * M_o[j], n_o[j] + e[n]), lo, hi)``.
 
     ``num`` ``(..., N, d)``, ``e`` ``(..., N)``; ``M_o, n_o, z_out`` scalars
@@ -395,7 +401,7 @@ def attention_divide(num, e, M_o, n_o, z_out, lo: int = 0, hi: int = 255) -> np.
     return np.clip(z + rshift_round(num * M, shift), lo, hi)
 
 
-def attention_out(q, z_q, kv, ks, M_o, n_o, e_lo, z_out, code_bits: int = 4, lo: int = 0, hi: int = 255,
+def attention_out(q, z_q, kv, ks, M_o, n_o, e_lo, z_out, code_bits: int = F.log2_code.bits, lo: int = A_LO, hi: int = A_HI,
                   return_all: bool = False):
     """SPEC 5.3-5.5 in one call: q times kv and ks, the divisor's log2 code, the shift division.
 
@@ -411,7 +417,7 @@ def attention_out(q, z_q, kv, ks, M_o, n_o, e_lo, z_out, code_bits: int = 4, lo:
 
 
 # --------------------------------------------------------------------------- pooling, norm, logits
-def global_avgpool(x, z_x, M, n, z_out, lo: int = 0, hi: int = 255) -> np.ndarray:
+def global_avgpool(x, z_x, M, n, z_out, lo: int = A_LO, hi: int = A_HI) -> np.ndarray:
     """SPEC 6: ``requantize(sum_hw (x - z_x), M, n, z_out)``, ``M 2^-n ~ s_x / (H W s_out)``.
 
     ``x`` ``(N, C, H, W)`` codes -> ``(N, C)`` codes; ``z_x, M, n, z_out``
@@ -442,7 +448,7 @@ def isqrt(x) -> np.ndarray:
     return root
 
 
-def layernorm(x, z_x, eps_int, G, B, n_g, z_out, lo: int = 0, hi: int = 255,
+def layernorm(x, z_x, eps_int, G, B, n_g, z_out, lo: int = A_LO, hi: int = A_HI,
               frac_bits: int = LN_FRAC_BITS, recip_bits: int = LN_RECIP_BITS) -> np.ndarray:
     """SPEC 7: integer LayerNorm over the last axis (C channels) of a per-tensor quantized input.
 
@@ -485,7 +491,7 @@ def layernorm(x, z_x, eps_int, G, B, n_g, z_out, lo: int = 0, hi: int = 255,
     return np.clip(zo + rshift_round(acc, n), lo, hi)
 
 
-def logits_requant(acc, M, n, bits: int = 16) -> np.ndarray:
+def logits_requant(acc, M, n, bits: int = F.logits.bits) -> np.ndarray:
     """SPEC 8: per-class requantization of the classifier's int32 accumulators to a common signed
     ``bits``-bit scale (zero point 0), clamped to ``[-2^(bits-1), 2^(bits-1) - 1]``; argmax on these."""
     lim = 1 << (bits - 1)

@@ -30,8 +30,9 @@ def learnable_act_quantizers(module: torch.nn.Module) -> list[ActQuantizer]:
 
 
 @torch.no_grad()
-def calibrate_activations(qmodel: QEfficientViT, batches: Iterable[torch.Tensor], cfg: QuantConfig) -> None:
-    """Observe float activations at every quantizer, then fit each by Lp search."""
+def calibrate_activations(qmodel: QEfficientViT, batches: Iterable[torch.Tensor], cfg: QuantConfig,
+                          generator: torch.Generator) -> None:
+    """Observe float activations at every quantizer, then fit each by Lp search (subsampling with `generator`)."""
     quantizers = learnable_act_quantizers(qmodel)
     head = qmodel.blocks[-1]
     for q in quantizers:
@@ -41,20 +42,20 @@ def calibrate_activations(qmodel: QEfficientViT, batches: Iterable[torch.Tensor]
             q.bits = cfg.preact_bits
         elif q is not head.fc2.out_q:
             q.bits = cfg.n_bits_a
-        q.enabled, q.observing = False, True
+        q.enabled, q.observing, q.generator = False, True, generator
     w_states = [(op.wq, op.wq.enabled) for op in qmodel.weight_ops() if op.wq is not None]
     for wq, _ in w_states:
         wq.enabled = False
     try:
         for x in batches:
             qmodel(x)
+        for q in quantizers:
+            q.calibrate(cfg.p)
     finally:
         for q in quantizers:
-            q.observing = False
+            q.observing, q.generator = False, None
         for wq, en in w_states:
             wq.enabled = en
-    for q in quantizers:
-        q.calibrate(cfg.p)
 
 
 def set_act_quant(qmodel: QEfficientViT, enabled: bool) -> None:

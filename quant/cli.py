@@ -14,12 +14,12 @@ import torch
 
 from . import distributed as dist
 from .config import QuantConfig
-from .data import calibration_subset, image_folder, loader
+from .data import UnreadableImageError, calibration_subset, image_folder, loader
 from .engine import quantize
 from .evaluate import accuracy, agreement, predict
 from .export import save_quantized
-from .malloc_tuning import keep_freed_memory
-from .models import MODELS, build_model, get_spec
+from golden.malloc_tuning import keep_freed_memory
+from .models import MODELS, ModelSpec, build_model, get_spec
 from .report import format_report
 
 # Where MIT publishes its ImageNet checkpoints; used when --weight_url is not given.
@@ -105,6 +105,25 @@ def config_from_args(a: argparse.Namespace) -> QuantConfig:
         rec_input="float" if a.sym else "quant")
 
 
+def check_args(a: argparse.Namespace) -> str | None:
+    """What is wrong with the flags, in one line, found before any model loading or data reading."""
+    for flag, least in (("batch_size", 1), ("calib_batch_size", 1), ("rec_batch_size", 1), ("num_samples", 1),
+                        ("max_val", 1), ("workers", 0)):
+        v = getattr(a, flag)
+        if v is not None and v < least:
+            return f"--{flag} must be at least {least}, got {v}"
+    if a.crop_ratio is not None and not 0 < a.crop_ratio <= 1:
+        # MIT's eval transform resizes to ceil(size / crop), then crops size: above 1 the crop is padded black
+        return f"--crop_ratio must be in (0, 1] (0.95 for B0/B1, 1.0 for B2/B3), got {a.crop_ratio}"
+    if a.output:
+        out = Path(a.output)
+        found = next(p for p in (out, *out.parents) if p.exists())
+        if not found.is_dir():  # else the run would fail only when it writes, after all the work
+            where = "is" if found == out else f"lies under {found}, which is"
+            return f"--output {out} {where} an existing file; it must be a folder (for results.json, quantized.pt)"
+    return None
+
+
 def seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -131,23 +150,36 @@ def main(argv: list[str] | None = None) -> int:
     for flag, note in INERT_FLAGS.items():
         if getattr(a, flag):
             print(f"note: {note}", file=sys.stderr)
+    problem = check_args(a)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         cfg = config_from_args(a)
     except ValueError as e:
         parser.error(str(e))
+    try:
+        return run(a, spec, cfg, argv)
+    except UnreadableImageError as e:  # raised where a corrupt file is first read, possibly deep in a run
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def run(a: argparse.Namespace, spec: ModelSpec, cfg: QuantConfig, argv: list[str] | None) -> int:
+    """Everything after the flags are checked: data, model, float evaluation, quantization, output."""
     distributed = dist.init_from_env()
     seed_all(a.seed)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     crop = a.crop_ratio or spec.crop_ratio
     progress = not a.no_progress
     t0 = time.time()
-    try:
-        model = build_model(a.model, a.weight_url or MIT_CKPT_URL.format(name=a.model))
+    try:  # the data folder first: its errors need no checkpoint download
         val = image_folder(a.data_path, "val", spec.input_size, crop)
         train = image_folder(a.data_path, "train", spec.input_size, crop)
         if a.max_val:
             val = torch.utils.data.Subset(val, list(range(min(a.max_val, len(val)))))
         calib_set = calibration_subset(train, a.num_samples, a.seed)
+        model = build_model(a.model, a.weight_url or MIT_CKPT_URL.format(name=a.model))
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

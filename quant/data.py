@@ -42,10 +42,36 @@ def check_split(data_path: str | Path, split: str) -> Path:
     return d
 
 
+class UnreadableImageError(ValueError):
+    """A file of the data folder that PIL cannot decode, named in a one-line message.
+
+    A DataLoader worker re-raises it in the main process as UnreadableImageError(its
+    traceback, then the message): only that last line is kept.
+    """
+
+    def __init__(self, message: str):
+        super().__init__(message.rstrip().splitlines()[-1].split(f"{type(self).__name__}: ", 1)[-1])
+
+
+def load_rgb(path: str):
+    """torchvision's default image loader, failing with the file's name rather than PIL's traceback.
+
+    Files are checked as they are read: opening every ImageNet image up front would take long.
+    """
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except UnidentifiedImageError:
+        raise UnreadableImageError(f"{path} is not a readable image: PIL recognises no image format in it") from None
+    except Exception as e:  # truncated or corrupt data: OSError, SyntaxError, struct.error, ...
+        raise UnreadableImageError(f"{path} is not a readable image: {type(e).__name__}: {e}") from None
+
+
 def image_folder(data_path: str | Path, split: str, input_size: int, crop_ratio: float):
     from torchvision.datasets import ImageFolder
     d = check_split(data_path, split)
-    return ImageFolder(str(d), transform=eval_transform(input_size, crop_ratio))
+    return ImageFolder(str(d), transform=eval_transform(input_size, crop_ratio), loader=load_rgb)
 
 
 def calibration_subset(dataset: Dataset, num_samples: int, seed: int) -> Subset:

@@ -17,7 +17,7 @@ import torch
 
 from .cli import main as cli_main
 from .data import SyntheticImages, eval_transform
-from .malloc_tuning import keep_freed_memory
+from golden.malloc_tuning import keep_freed_memory
 from .models import create_model, get_spec
 
 

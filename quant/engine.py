@@ -28,11 +28,12 @@ def quantize(model: nn.Module, calib: Iterable, cfg: QuantConfig | None = None,
 
     `calib` yields image tensors (or (images, labels) pairs). `on_stage(name, qmodel)`
     is called after the weight-only stage ("weight_only") and at the end ("full"),
-    e.g. to evaluate accuracy. The model passed in is not modified.
+    e.g. to evaluate accuracy. The model passed in is not modified, nor is torch's global RNG:
+    every random draw comes from generators seeded with `cfg.seed`, so equal calls give equal results.
     """
     cfg = cfg or QuantConfig()
     t0 = time.time()
-    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
     images = torch.cat([b[0] if isinstance(b, (tuple, list)) else b for b in calib])
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"calibration batches must be (N, 3, H, W) images, got {tuple(images.shape)}")
@@ -41,7 +42,7 @@ def quantize(model: nn.Module, calib: Iterable, cfg: QuantConfig | None = None,
     report: dict = dict(config=cfg.to_dict(), techniques=cfg.techniques, num_calib=len(images))
 
     if cfg.migration or cfg.shift:
-        stats = collect_channel_stats(qmodel, batches)
+        stats = collect_channel_stats(qmodel, batches, gen)
         if cfg.migration:
             apply_migration(qmodel, stats, cfg.migration_clip)
         if cfg.shift:
@@ -51,7 +52,7 @@ def quantize(model: nn.Module, calib: Iterable, cfg: QuantConfig | None = None,
     fp_model = copy.deepcopy(qmodel)  # float reference (techniques applied: an exact identity)
 
     init_weight_quantizers(qmodel, cfg)
-    calibrate_activations(qmodel, batches, cfg)
+    calibrate_activations(qmodel, batches, cfg, gen)
     set_act_quant(qmodel, False)
     report["timing"] = {"calibration_s": time.time() - t0}
 

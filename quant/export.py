@@ -1,7 +1,10 @@
-"""quantized.pt: the calibrated model, every quantizer parameter, and a flat op list for golden/.
+"""quantized.pt: the calibrated model as the IR (arch/ir.py) plus what quant/ needs to rebuild it.
 
-The format is documented in docs/quantized_format.md; bump FORMAT_VERSION on any
-change that a reader could misinterpret.
+quant/ walks its own fake-quant model once (:func:`build_graph`) into the IR's
+flat list of tensors and nodes; arch/ir.py defines, writes and reads the file
+(docs/quantized_format.md).  Beside the IR the file keeps ``config``,
+``flags`` and ``state_dict`` (to rebuild the fake-quant model:
+:func:`load_quantized`) and the engine's ``report``.
 """
 from __future__ import annotations
 
@@ -9,19 +12,24 @@ from pathlib import Path
 
 import torch
 
+from arch import ir as arch_ir
+
 from .config import QuantConfig
 from .models import build_model, get_spec
 from .qmodel import (QAttnCore, QEfficientViT, QHead, QLinear, QLiteMLA, QOp, QSeq,
                      build_qmodel)
 from .quantizers import ActQuantizer, WeightQuantizer
 
-FORMAT = "triovit-quantized"
-FORMAT_VERSION = 2  # 2: `bias` is the hardware bias (on the accumulator grid, bias correction included)
+FORMAT = arch_ir.FORMAT
+FORMAT_VERSION = arch_ir.VERSION
 
 
 # --- tensors and nodes --------------------------------------------------------------------
 
-def _tensor_entry(q: ActQuantizer, channels: int | None) -> dict:
+def _tensor_entry(q: ActQuantizer, channels: int | None, quantized: bool) -> dict:
+    if not quantized:     # a float model's structure: the format without a calibrated grid
+        return dict(bits=q.bits, signed=q.signed, scale=None, zero_point=None, per_channel=False,
+                    channels=channels, enabled=False)
     s = q.scale.detach().abs().clone()
     z = q.zero_points().detach().clone()
     if q.channel_index.numel():
@@ -37,27 +45,32 @@ def _tensor_entry(q: ActQuantizer, channels: int | None) -> dict:
                 enabled=q.enabled)
 
 
-def _weight_entry(op: QOp) -> dict:
+def _weight_entry(op: QOp, quantized: bool, weight_bits: int) -> dict:
+    shape = tuple(op.weight.shape)
+    if not quantized:
+        return dict(weight_shape=shape, weight_bits=weight_bits, weight_symmetric=True)
     wq: WeightQuantizer = op.wq
     codes = wq.codes(op.weight.detach()).round().to(torch.int32)
-    return dict(weight_codes=codes, weight_scale=wq.scale.detach().reshape(-1).clone(),
+    return dict(weight_shape=shape, weight_codes=codes, weight_scale=wq.scale.detach().reshape(-1).clone(),
                 weight_zero_point=wq.zero_point.detach().reshape(-1).round().to(torch.int32),
                 weight_bits=wq.bits, weight_symmetric=wq.symmetric, weight_float=op.weight.detach().clone(),
                 bias=op.bias_on_grid().detach().clone(), bias_float=op.bias.detach().clone())
 
 
 class _Graph:
-    def __init__(self):
+    def __init__(self, quantized: bool = True, weight_bits: int = 8):
+        self.quantized, self.weight_bits = quantized, weight_bits
         self.tensors: dict[str, dict] = {}
         self.nodes: list[dict] = []
 
     def tensor(self, name: str, q: ActQuantizer, channels: int | None) -> str:
-        self.tensors[name] = _tensor_entry(q, channels)
+        self.tensors[name] = _tensor_entry(q, channels, self.quantized)
         return name
 
     def op(self, op: QOp, inp: str, kind: str | None = None) -> str:
         out = self.tensor(f"{op.name}.out", op.out_q, op.weight.shape[0])
-        node = dict(op=kind or op.kind, name=op.name, input=inp, output=out, act=op.act, **_weight_entry(op))
+        node = dict(op=kind or op.kind, name=op.name, input=inp, output=out, act=op.act,
+                    **_weight_entry(op, self.quantized, self.weight_bits))
         if isinstance(op, QLinear):
             node["op"] = "linear"
         else:
@@ -74,8 +87,9 @@ class _Graph:
         return out
 
 
-def build_graph(qmodel: QEfficientViT) -> _Graph:
-    g = _Graph()
+def build_graph(qmodel: QEfficientViT, quantized: bool = True, weight_bits: int = 8) -> _Graph:
+    """The IR's tensors and nodes of ``qmodel`` (``quantized=False``: shapes and formats only)."""
+    g = _Graph(quantized, weight_bits)
     x = g.tensor("input", qmodel.input_q, 3)
     for blk in qmodel.blocks:
         if isinstance(blk, QSeq):
@@ -105,7 +119,8 @@ def build_graph(qmodel: QEfficientViT) -> _Graph:
             out = g.tensor(f"{ln.name}.out", ln.out_q, ln.weight.numel())
             g.nodes.append(dict(op="layernorm_hswish", name=ln.name, input=h, output=out,
                                 pre=g.tensor(f"{ln.name}.pre", ln.pre_q, ln.weight.numel()),
-                                weight=ln.weight.detach().clone(), bias=ln.bias.detach().clone(), eps=ln.eps))
+                                weight=ln.weight.detach().clone() if g.quantized else None,
+                                bias=ln.bias.detach().clone() if g.quantized else None, eps=ln.eps))
             x = g.op(blk.fc2, out)
         else:
             raise TypeError(f"cannot export block {type(blk).__name__}")
@@ -124,38 +139,42 @@ def _flags(qmodel: QEfficientViT) -> dict:
     )
 
 
+def to_ir(qmodel: QEfficientViT, model_name: str, cfg: QuantConfig | None = None, report: dict | None = None,
+          with_state: bool = True) -> dict:
+    """The IR of a calibrated fake-quant model (what :func:`save_quantized` writes)."""
+    spec = get_spec(model_name)
+    cfg = cfg or QuantConfig()
+    g = build_graph(qmodel)
+    extra = dict(config=cfg.to_dict(), report={k: v for k, v in (report or {}).items() if k != "config"})
+    if with_state:
+        extra.update(flags=_flags(qmodel), state_dict=qmodel.state_dict())
+    return arch_ir.make(model_name, qmodel.num_classes, spec.input_size, spec.crop_ratio, g.tensors, g.nodes,
+                        recipe=cfg.recipe, techniques=cfg.techniques, **extra)
+
+
+def structure_ir(model_name: str, num_classes: int = 1000, bits_a: int = 8, bits_w: int = 8) -> dict:
+    """The IR of a float EfficientViT's structure: every node and tensor with its shape and format,
+    no calibrated grid and no weight values (the model is built on the meta device: no memory, no
+    download). pysim prices it and arch/widths.py bounds it like a quantized model."""
+    spec = get_spec(model_name)
+    with torch.device("meta"):
+        model = build_model(model_name, num_classes=num_classes)
+    g = build_graph(build_qmodel(model, bits_a), quantized=False, weight_bits=bits_w)
+    return arch_ir.make(model_name, num_classes, spec.input_size, spec.crop_ratio, g.tensors, g.nodes,
+                        kind="structure")
+
+
 def save_quantized(path: str | Path, qmodel: QEfficientViT, model_name: str, cfg: QuantConfig,
                    report: dict | None = None) -> Path:
-    spec = get_spec(model_name)
-    g = build_graph(qmodel)
-    obj = dict(format=FORMAT, version=FORMAT_VERSION, model=model_name, num_classes=qmodel.num_classes,
-               input_size=spec.input_size, crop_ratio=spec.crop_ratio,
-               config=cfg.to_dict(), techniques=cfg.techniques, recipe=cfg.recipe,
-               tensors=g.tensors, nodes=g.nodes, graph_input="input", graph_output=g.nodes[-1]["output"],
-               flags=_flags(qmodel), state_dict=qmodel.state_dict(),
-               report={k: v for k, v in (report or {}).items() if k != "config"})
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(obj, path)
-    return path
+    return arch_ir.save(path, to_ir(qmodel, model_name, cfg, report))
 
 
 def read_quantized(path: str | Path) -> dict:
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p} not found; produce it with main_imagenet.py --output DIR (DIR/quantized.pt)")
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001
-        raise ValueError(f"{p} is not a readable quantized.pt: {e}") from None
-    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise ValueError(f"{p} is not a {FORMAT} file (format field: {obj.get('format') if isinstance(obj, dict) else None!r})")
-    if obj.get("version") != FORMAT_VERSION:
-        raise ValueError(f"{p} has format version {obj.get('version')}, this reader understands {FORMAT_VERSION}; "
-                         "re-export it with this version of quant/")
-    for key in ("model", "num_classes", "tensors", "nodes", "state_dict", "flags", "config"):
+    """arch.ir.load, plus the fields quant/ keeps beside the IR to rebuild its model."""
+    obj = arch_ir.load(path)
+    for key in ("state_dict", "flags", "config"):
         if key not in obj:
-            raise ValueError(f"{p} lacks the field {key!r}")
+            raise ValueError(f"{path} lacks the field {key!r} (quant/ needs it to rebuild the fake-quant model)")
     return obj
 
 

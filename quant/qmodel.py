@@ -345,7 +345,7 @@ def fold_conv_bn(cna: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """Fold a timm ConvNormAct's BatchNorm (if any) into its conv weight and bias."""
     conv, norm = cna.conv, cna.norm
     w = conv.weight.detach().clone()
-    b = conv.bias.detach().clone() if conv.bias is not None else torch.zeros(w.shape[0])
+    b = conv.bias.detach().clone() if conv.bias is not None else torch.zeros(w.shape[0], device=w.device)
     if isinstance(norm, nn.BatchNorm2d):
         std = torch.sqrt(norm.running_var + norm.eps)
         g = norm.weight.detach() / std
@@ -399,7 +399,7 @@ def build_qmodel(model: nn.Module, bits_a: int = 8) -> QEfficientViT:
     stem = model.stem
     stem_conv = _qconv("stem.in_conv", stem.in_conv, bits_a)
     with torch.no_grad():  # the stem sees x * std (InputQuant): fold 1/std into its weights
-        stem_conv.weight.div_(torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+        stem_conv.weight.div_(torch.tensor(IMAGENET_STD, device=stem_conv.weight.device).view(1, 3, 1, 1))
     blocks.append(QSeq("stem.in_conv", [stem_conv], False, bits_a, "conv"))
     for name, m in stem.named_children():
         if name.startswith("res"):

@@ -99,7 +99,9 @@ class ActQuantizer(nn.Module):
     (1, C, 1, 1) for per-channel, (1, H, 1, D) for the per-column k^T v scale)
     or, with `channel_index`, entry `channel_index[c]` serves channel c of dim 1
     (q/k/v channel groups). A per-channel integer `zp_offset` implements
-    filter-wise shifting (see techniques.py).
+    filter-wise shifting (see techniques.py). Observing and calibrating subsample
+    with `generator`, which the caller sets (one per quantize() call, seeded from
+    its config) so that every call draws the same values.
     """
 
     def __init__(self, name: str, bits: int = 8, signed: bool = False, groups: int = 1,
@@ -118,6 +120,7 @@ class ActQuantizer(nn.Module):
         self.register_buffer("shift", torch.zeros(0))  # per-channel real-valued centre (filter-wise shifting)
         self.enabled = False
         self.observing = False
+        self.generator: torch.Generator | None = None
         self._obs: list[torch.Tensor] = []
 
     # -- shapes
@@ -170,9 +173,14 @@ class ActQuantizer(nn.Module):
         rows = self._rows(x)                       # (groups, K)
         k = max(1, cap // self.groups)
         if rows.shape[1] > k:
-            idx = torch.randint(0, rows.shape[1], (k,), generator=_GEN)
+            idx = torch.randint(0, rows.shape[1], (k,), generator=self._draws())
             rows = torch.cat([rows[:, idx], rows.min(1, keepdim=True).values, rows.max(1, keepdim=True).values], 1)
         self._obs.append(rows)
+
+    def _draws(self) -> torch.Generator:
+        if self.generator is None:  # torch's global RNG would make results depend on the caller's state
+            raise RuntimeError(f"activation quantizer {self.name}: set .generator before subsampling")
+        return self.generator
 
     def _rows(self, x: torch.Tensor) -> torch.Tensor:
         """The values each parameter entry sees, one row per entry (entries see equally many)."""
@@ -193,7 +201,7 @@ class ActQuantizer(nn.Module):
         self._obs.clear()
         k = max_samples // self.groups + 2
         if x.shape[1] > k:  # subsample, but keep the extremes: they bound the search
-            idx = torch.randint(0, x.shape[1], (k - 2,), generator=_GEN)
+            idx = torch.randint(0, x.shape[1], (k - 2,), generator=self._draws())
             x = torch.cat([x[:, idx], x.min(1, keepdim=True).values, x.max(1, keepdim=True).values], 1)
         if self.min_zero:
             x = x.clamp(min=0)
@@ -205,9 +213,6 @@ class ActQuantizer(nn.Module):
 
     def extra_repr(self):
         return f"{self.name}, bits={self.bits}, signed={self.signed}, groups={self.groups}"
-
-
-_GEN = torch.Generator().manual_seed(0)
 
 
 # --- weights ------------------------------------------------------------------------------

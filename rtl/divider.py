@@ -29,8 +29,8 @@ from amaranth import Module, Signal, Mux, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out, connect, flipped
 
-from rtl import timing
-from rtl.config import AccelConfig
+from arch import timing
+from arch.config import AccelConfig
 from rtl.requant import Requant
 
 

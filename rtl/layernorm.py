@@ -50,27 +50,34 @@ from amaranth import Module, Signal, Mux, signed, unsigned
 from amaranth.lib import data, stream, wiring, memory
 from amaranth.lib.wiring import In, Out
 
-from rtl import timing
-from rtl.config import AccelConfig
+from arch import timing
+from arch.config import AccelConfig
+from arch.formats import DEFAULT
 from rtl.requant import rshift_round, clamp, group_bits, table_depth
 
-G_BITS = 16          # golden LN_G_BITS
-B_BITS = 48          # golden LN_B_BITS
-DEFAULT_RECIP_BITS = timing.LAYERNORM_RECIP_BITS   # golden LN_RECIP_BITS (SPEC 7's K): R = isqrt(2^62 // V)
-DEFAULT_FRAC_BITS = 10    # golden LN_FRAC_BITS (SPEC 7's F): fractional bits of y
+DEFAULT_RECIP_BITS = DEFAULT.ln_recip_bits   # SPEC 7's K: R = isqrt(2^(2K) // V)
+DEFAULT_FRAC_BITS = DEFAULT.ln_frac_bits     # SPEC 7's F: fractional bits of y
 EPS_BITS = 41        # eps_int <= 2^40
 
 
-calc_cycles = timing.layernorm_calc_cycles
-cycles_per_token = timing.layernorm_cycles_per_token
+
+
+def calc_cycles(recip_bits: int = DEFAULT_RECIP_BITS) -> int:
+    return timing.layernorm_calc_cycles(recip_bits)
+
+
+def cycles_per_token(groups: int, recip_bits: int = DEFAULT_RECIP_BITS) -> int:
+    return timing.layernorm_cycles_per_token(groups, recip_bits)
 
 
 class LayerNorm(wiring.Component):
     CALC_CYCLES = calc_cycles()     # with the default recip_bits
     OUT_LATENCY = timing.LAYERNORM_OUT_LATENCY
 
-    def __init__(self, config: AccelConfig, *, lanes: int | None = None, frac_bits: int = DEFAULT_FRAC_BITS,
-                 recip_bits: int = DEFAULT_RECIP_BITS):
+    def __init__(self, config: AccelConfig, *, lanes: int | None = None, frac_bits: int | None = None,
+                 recip_bits: int | None = None):
+        frac_bits = config.ln_frac_bits if frac_bits is None else frac_bits
+        recip_bits = config.ln_recip_bits if recip_bits is None else recip_bits
         if not 0 <= frac_bits <= recip_bits:
             raise ValueError(f"LayerNorm: frac_bits={frac_bits} must lie in [0, recip_bits={recip_bits}]")
         self.recip_bits = recip_bits
@@ -85,8 +92,8 @@ class LayerNorm(wiring.Component):
         self.in_layout = data.StructLayout({"x": data.ArrayLayout(a, L), "group": unsigned(self.group_bits),
                                             "last": 1})
         self.out_layout = data.StructLayout({"q": data.ArrayLayout(a, L)})
-        self.row_layout = data.StructLayout({"g": data.ArrayLayout(signed(G_BITS), L),
-                                             "b": data.ArrayLayout(signed(B_BITS), L),
+        self.row_layout = data.StructLayout({"g": data.ArrayLayout(signed(config.ln_g_bits), L),
+                                             "b": data.ArrayLayout(signed(config.ln_b_bits), L),
                                              "n": data.ArrayLayout(unsigned(config.shift_bits), L),
                                              "z": data.ArrayLayout(signed(config.zero_point_bits), L)})
         self.prm_layout = data.StructLayout({"group": unsigned(self.group_bits), "row": self.row_layout})
@@ -208,7 +215,7 @@ class LayerNorm(wiring.Component):
         # |C d - S1| <= sqrt((C - 1) V) and R <= 2^RB / sqrt(V), so |y| <= sqrt(C - 1) 2^F + 1 (SPEC 7):
         # y fits this many bits (sign included), which keeps y * G to one DSP48E2.
         yb = ((math.isqrt(cfg.norm_max_channels - 1) + 1) << self.frac_bits).bit_length() + 1
-        ab2 = max(yb + G_BITS, B_BITS) + 1           # y G + B
+        ab2 = max(yb + cfg.ln_g_bits, cfg.ln_b_bits) + 1           # y G + B
         q7 = Signal(self.out_layout)
         row2, row3, row4 = (Signal(self.row_layout, name=f"row{s}") for s in (2, 3, 4))
         n5 = [Signal(unsigned(cfg.shift_bits), name=f"n5_{k}") for k in range(L)]

@@ -38,9 +38,9 @@ Ports (``amaranth.lib.stream``; element 0 of an array at bit 0):
   ``g*L + l``, tap ``c*N + n``; pixel-major (all chunks of a group, then the next group).
 * ``o``: ``groups`` beats of ``L*M`` int32, element ``l*M + m``.
 
-Cycle behaviour (what pysim models; ``T = log2(N)`` adder-tree levels when
+Cycle behaviour (arch/cost.py's ``mat_tile_cycles``; ``T = log2(N)`` adder-tree levels when
 ``tree_pipeline`` else 0; measured by tb/test_mat_engine.py and recorded in
-tb/cycles/mat_engine/): with no stalls, from the cycle the ``cmd`` beat is
+tb/baselines/cycles/mat_engine/): with no stalls, from the cycle the ``cmd`` beat is
 accepted to the cycle the last ``o`` beat is accepted, inclusive::
 
     cycles(tile) = 1 + load * chunks + groups * chunks + T + 3
@@ -59,7 +59,8 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from rtl.config import AccelConfig
+from arch import cost
+from arch.config import AccelConfig
 
 
 def _bits_for(n: int) -> int:
@@ -77,7 +78,7 @@ class MatEngine(wiring.Component):
         self.wop_bits = max(cfg.act_bits, cfg.weight_bits) + 1      # weight operand at the port
         self.wint_bits = self.wop_bits + 1                            # after w - w_zero
         self.depth = cfg.mat_wbuf_words
-        self.tree_levels = (N.bit_length() - 1) if cfg.tree_pipeline else 0
+        self.tree_levels = cost.tree_depth(cfg)
         super().__init__({
             "cmd": In(stream.Signature(self.cmd_layout(cfg))),
             "w": In(stream.Signature(data.ArrayLayout(signed(self.wop_bits), M * N))),
@@ -101,9 +102,8 @@ class MatEngine(wiring.Component):
 
     @staticmethod
     def tile_cycles(cfg: AccelConfig, chunks: int, groups: int, load: bool = True) -> int:
-        """The docstring's formula (tests compare it with the simulation)."""
-        T = (cfg.mat_mults.bit_length() - 1) if cfg.tree_pipeline else 0
-        return 1 + int(load) * chunks + groups * chunks + T + 3
+        """The docstring's formula, defined once in arch/cost.py (tests compare it with the simulation)."""
+        return cost.mat_tile_cycles(cfg, chunks, groups, load)
 
     def elaborate(self, platform):
         m = Module()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rtl.config import AccelConfig
+from arch.config import AccelConfig
 
 
 @dataclass

@@ -35,8 +35,8 @@ from amaranth import Module, Signal, Mux, signed, unsigned, Shape
 from amaranth.lib import data, stream, wiring, memory
 from amaranth.lib.wiring import In, Out
 
-from rtl import timing
-from rtl.config import AccelConfig
+from arch import timing
+from arch.config import AccelConfig
 
 
 def rshift_round(x, n, n_bits):

@@ -36,7 +36,7 @@ Ports (``amaranth.lib.stream``, element 0 at bit 0):
 
 Cycle behaviour (no stalls; from the ``cmd`` handshake to the last ``o``
 handshake, inclusive; checked by tb/test_rmac_engine.py, recorded in
-tb/cycles/rmac_engine/)::
+tb/baselines/cycles/rmac_engine/)::
 
     cycles(cmd) = 1 + load*kh*kw + 1 + rows*xsegs*kh*kw + 3
 
@@ -53,11 +53,11 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from rtl.config import AccelConfig
+from arch.config import AccelConfig
 
-KMAX = 5        # largest kernel side (5x5 in LiteMLA's aggregation)
-SMAX = 2        # largest stride
-PADMAX = 2
+from arch import cost
+from arch.timing import KMAX, PADMAX, SMAX  # noqa: F401  (re-exported for the feeders)
+
 COORD_BITS = 14  # signed input coordinates (maps up to 8191 pixels a side)
 
 
@@ -69,7 +69,7 @@ class RmacEngine(wiring.Component):
     def __init__(self, cfg: AccelConfig):
         self.cfg = cfg
         self.S, self.T, self.L = cfg.rmac_rows, cfg.rmac_cols, cfg.replicas
-        self.wseg = (self.S - 1) * SMAX + KMAX
+        self.wseg = cost.rmac_segment_width(cfg)
         self.depth = self.buffer_depth(cfg)
         super().__init__({
             "cmd": In(stream.Signature(self.cmd_layout(cfg))),
@@ -81,11 +81,11 @@ class RmacEngine(wiring.Component):
 
     @staticmethod
     def buffer_depth(cfg: AccelConfig) -> int:
-        return max(cfg.rmac_wbuf_words, KMAX * KMAX)
+        return cost.rmac_buffer_depth(cfg)
 
     @staticmethod
     def w_seg(cfg: AccelConfig) -> int:
-        return (cfg.rmac_rows - 1) * SMAX + KMAX
+        return cost.rmac_segment_width(cfg)
 
     @classmethod
     def cmd_layout(cls, cfg: AccelConfig) -> data.StructLayout:
@@ -107,8 +107,8 @@ class RmacEngine(wiring.Component):
 
     @staticmethod
     def cmd_cycles(kh: int, kw: int, rows: int, xsegs: int, load: bool = True) -> int:
-        """The docstring's formula (tests compare it with the simulation)."""
-        return 1 + int(load) * kh * kw + 1 + rows * xsegs * kh * kw + 3
+        """The docstring's formula, defined once in arch/cost.py (tests compare it with the simulation)."""
+        return cost.rmac_cmd_cycles(kh, kw, rows, xsegs, load)
 
     def elaborate(self, platform):
         m = Module()

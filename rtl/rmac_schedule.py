@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rtl.config import AccelConfig
+from arch import cost
+from arch.config import AccelConfig
+from arch.timing import KMAX, PADMAX, SMAX
 
 
 @dataclass
@@ -28,14 +30,10 @@ class RmacPlan:
     geometry: list[dict]  # per cmd: kh, kw, rows, xsegs (for the cycle formula)
 
 
-def _wseg(cfg: AccelConfig) -> int:
-    from rtl.rmac_engine import KMAX, SMAX
-    return (cfg.rmac_rows - 1) * SMAX + KMAX
 
 
 def rmac_depthwise(x, w, bias, z, stride: int, pad: int, cfg: AccelConfig, fill=None) -> RmacPlan:
     """``x (C,H,W)`` codes, ``w (C,1,k,k)`` int8, folded ``bias (C,)``, zero point ``z`` (scalar or (C,))."""
-    from rtl.rmac_engine import KMAX, PADMAX, SMAX
     x = np.asarray(x, np.int64)
     w = np.asarray(w, np.int64)
     C, H, W = x.shape
@@ -44,7 +42,7 @@ def rmac_depthwise(x, w, bias, z, stride: int, pad: int, cfg: AccelConfig, fill=
         raise ValueError(f"rmac_depthwise: unsupported w {w.shape} (k <= {KMAX}), stride {stride} "
                          f"(1 or {SMAX}), pad {pad} (<= {PADMAX}) for x {x.shape}")
     S, T, L = cfg.rmac_rows, cfg.rmac_cols, cfg.replicas
-    WS = _wseg(cfg)
+    WS = cost.rmac_segment_width(cfg)
     z = np.broadcast_to(np.asarray(z, np.int64), (C,))
     bias = np.asarray(bias, np.int64)
     Ho = (H + 2 * pad - kh) // stride + 1
@@ -96,9 +94,8 @@ def rmac_pointwise(X, W, bias, cfg: AccelConfig) -> RmacPlan:
     P, K = X.shape
     C = W.shape[0]
     S, T, L = cfg.rmac_rows, cfg.rmac_cols, cfg.replicas
-    WS = _wseg(cfg)
-    from rtl.rmac_engine import RmacEngine
-    depth = RmacEngine.buffer_depth(cfg)
+    WS = cost.rmac_segment_width(cfg)
+    depth = cost.rmac_buffer_depth(cfg)
     if K > depth:
         raise ValueError(f"rmac_pointwise: K={K} taps exceed the R-MAC weight buffer ({depth} words)")
     bias = np.asarray(bias, np.int64)

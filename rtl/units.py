@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from rtl.config import AccelConfig
+from arch.config import AccelConfig
 
 
 def _requant(cfg: AccelConfig):

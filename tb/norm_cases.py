@@ -13,7 +13,7 @@ import json
 
 import numpy as np
 
-from rtl.config import PRESETS
+from arch.config import PRESETS
 from tb.harness import run_cocotb
 
 CONFIGS = {"tiny": PRESETS["tiny"], "small": PRESETS["small"]}

@@ -32,7 +32,7 @@ def decode_kwargs(kwargs: dict) -> dict:
 
 
 def make_component(params: dict):
-    from rtl.config import AccelConfig
+    from arch.config import AccelConfig
     names = {f.name for f in dataclasses.fields(AccelConfig)}
     cfg = AccelConfig(**{k: v for k, v in params["config"].items() if k in names})
     mod, cls = params["factory"].split(":")

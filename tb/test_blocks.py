@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from golden import vectors
-from rtl.config import PRESETS
+from arch.config import PRESETS
 from rtl.mat_schedule import mat_tiles
 from rtl.rmac_schedule import rmac_depthwise
 from tb import norm_ops

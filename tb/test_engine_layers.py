@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rtl.config import PRESETS
+from arch.config import PRESETS
 from rtl.mat_schedule import mat_tiles
 from rtl.rmac_schedule import rmac_depthwise
 from tb.engines import run_engine

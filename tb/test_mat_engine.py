@@ -5,7 +5,7 @@ attention_kv, attention_num_den); tb/layouts.im2col only reshapes; the tiling
 is rtl/mat_schedule.mat_tiles (the controller's plan). Every element is
 compared, with and without random valid gaps / backpressure, and the stall-free
 cycles per op are checked against MatEngine.tile_cycles and recorded in
-tb/cycles/mat_engine/.
+tb/baselines/cycles/mat_engine/.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from golden import ops
-from rtl.config import PRESETS, AccelConfig
+from arch.config import PRESETS, AccelConfig
 from rtl.mat_engine import MatEngine
 from rtl.mat_schedule import mat_tiles
 from tb.engines import run_engine

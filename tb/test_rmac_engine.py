@@ -5,7 +5,7 @@ rtl/rmac_schedule.py is the controller's plan (it fills every out-of-image
 position with random garbage: the engine must substitute the zero point
 itself). Every element is compared, with and without random valid gaps /
 backpressure; stall-free cycles are checked against RmacEngine.cmd_cycles and
-recorded in tb/cycles/rmac_engine/.
+recorded in tb/baselines/cycles/rmac_engine/.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from golden import ops
-from rtl.config import PRESETS, AccelConfig
+from arch.config import PRESETS, AccelConfig
 from rtl.rmac_engine import RmacEngine
 from rtl.rmac_schedule import rmac_depthwise, rmac_pointwise
 from tb.engines import run_engine

@@ -10,8 +10,8 @@ from pysim import cost
 from pysim.__main__ import apply_overrides, main
 from pysim.layers import model_layers
 from pysim.schedule import Options, make_groups, simulate
-from rtl import timing
-from rtl.config import PRESETS
+from arch import timing
+from arch.config import PRESETS
 
 PAPER, ZCU = PRESETS["paper"], PRESETS["zcu102"]
 

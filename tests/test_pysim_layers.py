@@ -91,7 +91,7 @@ def test_quantized_model_gives_the_same_layers():
 
     from pysim.schedule import simulate
     from quant.qmodel import build_qmodel
-    from rtl.config import PRESETS
+    from arch.config import PRESETS
 
     torch.manual_seed(0)
     q = build_qmodel(timm.create_model("efficientvit_b0", pretrained=False))

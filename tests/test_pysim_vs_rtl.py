@@ -1,40 +1,38 @@
-"""pysim's per-operation cycle costs against the cycles the RTL testbenches measured.
+"""The cycle costs (arch/cost.py) against the cycles the RTL testbenches measured.
 
-Every ``tb/cycles/<unit>/<case>.json`` written by a testbench (cocotb_kit.record_cycles:
-unit, the AccelConfig as a dict, the op's shape, the measured stall-free cycles) is
-replayed through ``pysim.cost.unit_cycles`` with the same configuration.  The
+Every committed ``tb/baselines/cycles/<unit>/<case>.json`` (a testbench's
+cocotb_kit.record_cycles: unit, the AccelConfig as a dict, the op's shape, the
+measured stall-free cycles; runs write build/tb/cycles/ and
+``python -m tb.cycles_report --update-baselines`` commits them) is replayed
+through ``arch.cost.unit_cycles`` with the same configuration.  The
 engines and units are deterministic when nothing stalls, so the prediction must be
 exact; units whose cost pysim only approximates are listed in APPROX with the
 issue's 5% tolerance.  No records at all is a failure, not a pass: run `make sim`.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
-from pysim import cost
-from rtl.config import AccelConfig
+from arch import cost
+from arch.config import AccelConfig
 
-CYCLES = Path(__file__).resolve().parents[1] / "tb" / "cycles"
+CYCLES = Path(__file__).resolve().parents[1] / "tb" / "baselines" / "cycles"
 RECORDS = sorted(CYCLES.glob("*/*.json"))
 APPROX: dict[str, float] = {}     # unit -> relative tolerance where pysim is not cycle-exact
 TOLERANCE = 0.05
 
 
 def config_from_record(d: dict) -> AccelConfig:
-    names = {f.name for f in dataclasses.fields(AccelConfig)}
-    unknown = set(d) - names - {"multipliers", "dsps", "peak_gops"}
-    if unknown:
-        raise AssertionError(f"record config has fields AccelConfig lacks: {sorted(unknown)}")
-    return AccelConfig(**{k: v for k, v in d.items() if k in names})
+    return AccelConfig.from_dict(d)
 
 
 def test_rtl_cycle_records_exist():
     assert RECORDS, (f"no RTL cycle records under {CYCLES}: run `make sim` (the tb/ testbenches write "
-                     "tb/cycles/<unit>/<case>.json); pysim cannot be checked against the RTL without them")
+                     "build/tb/cycles/; `python -m tb.cycles_report --update-baselines` commits them); the cost model "
+                     "cannot be checked against the RTL without them")
 
 
 @pytest.mark.parametrize("path", RECORDS, ids=[f"{p.parent.name}/{p.stem}" for p in RECORDS])

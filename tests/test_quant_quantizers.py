@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from quant.malloc_tuning import keep_freed_memory
+from golden.malloc_tuning import keep_freed_memory
 from quant.quantizers import fake_quant
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from rtl.build import _sources_digest, generate
-from rtl.config import PRESETS
+from arch.config import PRESETS
 from rtl.synth import COLUMNS, synth_one
 
 BASELINE = Path(__file__).resolve().parents[1] / "rtl" / "synth_baseline.json"

@@ -25,4 +25,17 @@ def test_report_names_a_malformed_record(tmp_path):
 
 
 def test_committed_records_parse():
-    assert len(cycles_report.rows()) > 10
+    assert len(cycles_report.rows(cycles_report.BASELINE_CYCLES)) > 10
+
+
+def test_drift_names_changed_and_new_records():
+    base = [dict(unit="u", case="a", cycles=10), dict(unit="u", case="b", cycles=5)]
+    run = [dict(unit="u", case="a", cycles=11), dict(unit="u", case="b", cycles=5), dict(unit="u", case="c", cycles=1)]
+    assert cycles_report.drift(run, base) == ["u/a: 11 cycles, baseline 10", "u/c: new (no baseline)"]
+
+
+def test_update_baselines_copies_the_run_records(tmp_path):
+    (tmp_path / "run" / "hswish").mkdir(parents=True)
+    (tmp_path / "run" / "hswish" / "t.json").write_text("{}")
+    assert cycles_report.update_baselines(tmp_path / "run", tmp_path / "base") == 1
+    assert (tmp_path / "base" / "hswish" / "t.json").read_text() == "{}"
