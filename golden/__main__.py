@@ -14,7 +14,7 @@ from golden.malloc_tuning import keep_freed_memory
 def cmd_eval(args) -> int:
     from .evaluate import evaluate, summary, write
     r = evaluate(args.quantized, args.data_path, args.split, args.max_val, args.batch_size,
-                 progress=not args.quiet, every=args.every)
+                 progress=not args.quiet, every=args.every, reference_ops=args.reference_ops)
     print(summary(r))
     if args.output:
         print(f"wrote {write(r, args.output)}")
@@ -65,6 +65,8 @@ def main(argv=None) -> int:
     e.add_argument("--every", type=int, default=1, help="evaluate every k-th image of the split (quick runs)")
     e.add_argument("--batch_size", type=int, default=16)
     e.add_argument("--quiet", action="store_true")
+    e.add_argument("--reference_ops", action="store_true",
+                   help="run the integer model on golden/execute.py + ops.py (the slow definition) instead of golden/fast.py")
     e.set_defaults(fn=cmd_eval)
 
     d = sub.add_parser("dump", help="golden vectors of one image (every layer, or --layer prefixes)")

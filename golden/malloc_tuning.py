@@ -2,7 +2,7 @@
 
 PyTorch's CPU tensors come and go in large blocks; by default glibc returns
 them to the kernel (mmap/trim) and page-faults them back on the next batch,
-which costs these VMs about a third of a forward pass (DESIGN.md: 30 -> 46
+which costs these VMs about a third of a forward pass (docs/toolchain.md: 30 -> 46
 img/s on B0). Commands run without the Makefile (main_imagenet.py, python -m
 golden) call this first so their speed does not depend on the caller's shell.
 """

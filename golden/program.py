@@ -244,8 +244,9 @@ def run(program: Program, dram: np.ndarray, pixels: np.ndarray, rec: Recorder | 
     return mem.read(program.output)[None]
 
 
-def check(program: Program, model: dict, pixels: np.ndarray) -> dict:
-    """Run the program and the integer model on one image; name the first operation whose output differs."""
+def check(program: Program, model: dict, pixels: np.ndarray, dram: np.ndarray | None = None) -> dict:
+    """Run the program (on ``dram``, default: the image :func:`dram_image` lays out) and the integer
+    model on one image; name the first operation whose output differs."""
     env = execute.run(model, pixels, keep=True)
     first_bad: list = []
 
@@ -264,7 +265,7 @@ def check(program: Program, model: dict, pixels: np.ndarray) -> dict:
                                       mismatches=int((got[sl] != ref[0][sl]).sum())))
 
     st = execute.Stats()
-    logits = run(program, dram_image(program, model), pixels, stats=st, trace=trace)
+    logits = run(program, dram_image(program, model) if dram is None else dram, pixels, stats=st, trace=trace)
     ref = env[model["graph_output"]]
     return dict(bit_exact=bool(np.array_equal(logits, ref)) and not first_bad, logits=logits[0].tolist(),
                 reference=ref[0].tolist(), first_difference=first_bad[0] if first_bad else None, macs=st.macs)

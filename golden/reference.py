@@ -102,7 +102,8 @@ class Reference:
         out = num / (torch.exp2(e) * unit)
         return out.transpose(-1, -2).reshape(B, H * d, h, w)
 
-    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+    def __call__(self, pixels: np.ndarray, keep: bool = False):
+        """Logit codes of ``pixels``; with ``keep`` the codes of every stored tensor (name -> array)."""
         torch = self.torch
         ir = self.ir
         env = {ir["graph_input"]: torch.as_tensor(np.asarray(pixels, np.float64))}
@@ -135,8 +136,11 @@ class Reference:
                 env[out] = self.quantize(out, self._hswish_knee(node["pre"], self.quantize(node["pre"], y)))
             else:
                 raise ValueError(f"unknown op {op!r}")
-        logits = env[ir["graph_output"]]
-        return logits.numpy().astype(np.int64)
+        for name, y in real_attn.items():          # an attention output nothing reads (not in EfficientViT)
+            env[name] = self.quantize(name, y)
+        if keep:
+            return {k: v.numpy().astype(np.int64) for k, v in env.items()}
+        return env[ir["graph_output"]].numpy().astype(np.int64)
 
 
 def logit_format(ir: dict) -> formats.IntFormat:

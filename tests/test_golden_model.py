@@ -9,6 +9,7 @@ same path in the slow tests at the end.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -35,14 +36,15 @@ def act(scale, zp, bits=8, signed=False):
 
 
 def mac(name, op, inp, out, cout, cin_g, k, stride=1, padding=0, groups=1, act_=None, pre=None, out_div=None,
-        acc_grid=None):
-    w = RNG.integers(-127, 128, (cout, cin_g, k, k) if op != "linear" else (cout, cin_g))
-    s_w = RNG.uniform(0.002, 0.02, cout)
+        acc_grid=None, w_bits=8):
+    wmax = 2 ** (w_bits - 1) - 1
+    w = RNG.integers(-wmax, wmax + 1, (cout, cin_g, k, k) if op != "linear" else (cout, cin_g))
+    s_w = RNG.uniform(0.002, 0.02, cout) * 127 / wmax
     bias = RNG.normal(0, 0.5, cout)
     if acc_grid is not None:   # a bias on the accumulator grid, like the hardware's int32 bias
         bias = np.round(bias / (acc_grid * s_w)) * acc_grid * s_w
     n = dict(op=op, name=name, input=inp, output=out, act=act_, weight_codes=torch.tensor(w, dtype=torch.int32),
-             weight_scale=t(s_w), weight_zero_point=torch.zeros(cout, dtype=torch.int32), weight_bits=8,
+             weight_scale=t(s_w), weight_zero_point=torch.zeros(cout, dtype=torch.int32), weight_bits=w_bits,
              weight_symmetric=True, weight_shape=tuple(w.shape), bias=t(bias), out_div=None if out_div is None else t(out_div))
     if op != "linear":
         n.update(stride=stride, padding=padding, groups=groups)
@@ -51,64 +53,72 @@ def mac(name, op, inp, out, cout, cin_g, k, stride=1, padding=0, groups=1, act_=
     return n
 
 
-def tiny_ir(stem_per_channel: bool = False) -> dict:
-    """A 16x16 network with every node type of EfficientViT (B0 layout, one head of dim 4)."""
+def tiny_ir(stem_per_channel: bool = False, w_bits: int = 8, a_bits: int = 8) -> dict:
+    """A 16x16 network with every node type of EfficientViT (B0 layout, one head of dim 4), with
+    ``w_bits`` weights and ``a_bits`` activations (the image stays 8-bit, the logits 16-bit)."""
     s_in = np.array([0.0171, 0.0175, 0.0174]) if stem_per_channel else np.full(3, 1 / 255)
     T = {"input": act(s_in, [124, 116, 104])}
     N = []
+    g = (2 ** a_bits - 1) / 255          # the 8-bit design's ranges on an a_bits grid
+    wmac = functools.partial(mac, w_bits=w_bits)
 
-    def A(name, s, z, **kw):
+    def A(name, s, z, bits=a_bits, **kw):
         # irregular scales: "nice" ratios (5/8, 7/8) put exact ties everywhere, which no model has
-        T[name] = act(np.asarray(s) * RNG.uniform(0.9, 1.1), z, **kw)
+        r = g if bits == a_bits else 1.0
+        z = np.asarray(z) if kw.get("signed") or bits != a_bits else np.round(np.asarray(z) * r).astype(np.int64)
+        T[name] = act(np.asarray(s) * RNG.uniform(0.9, 1.1) / r, z, bits=bits, **kw)
         return name
 
     # stem: generic 3x3 stride 2 with hardswish (pre-activation tensor)
-    N.append(mac("stem", "conv", "input", A("stem.out", 0.05, 60), 8, 3, 3, 2, 1, act_="hswish",
+    N.append(wmac("stem", "conv", "input", A("stem.out", 0.05, 60), 8, 3, 3, 2, 1, act_="hswish",
                  pre=A("stem.pre", 0.05, 128), acc_grid=s_in.max()))
     # MBConv: expand (migration out_div) -> depthwise (shift: per-channel zero points) -> project -> add
-    N.append(mac("mb.expand", "pointwise", "stem.out", A("mb.expand.out", 0.03, 40), 16, 8, 1, act_="hswish",
+    N.append(wmac("mb.expand", "pointwise", "stem.out", A("mb.expand.out", 0.03, 40), 16, 8, 1, act_="hswish",
                  pre=A("mb.expand.pre", RNG.uniform(0.03, 0.05, 16), RNG.integers(100, 140, 16)),
                  out_div=RNG.uniform(0.5, 2.0, 16), acc_grid=0.05))   # per-channel pre-activation
     zc = RNG.integers(-300, 300, 16)
-    N.append(mac("mb.dw", "depthwise", "mb.expand.out", A("mb.dw.out", np.full(16, 0.03), zc), 16, 1, 3, 1, 1, 16,
+    N.append(wmac("mb.dw", "depthwise", "mb.expand.out", A("mb.dw.out", np.full(16, 0.03), zc), 16, 1, 3, 1, 1, 16,
                  act_="hswish", pre=A("mb.dw.pre", 0.04, 110), acc_grid=0.03))
-    N.append(mac("mb.project", "pointwise", "mb.dw.out", A("mb.project.out", 0.06, 128), 8, 16, 1, acc_grid=0.03))
+    N.append(wmac("mb.project", "pointwise", "mb.dw.out", A("mb.project.out", 0.06, 128), 8, 16, 1, acc_grid=0.03))
     N.append(dict(op="add", name="mb.add", inputs=["mb.project.out", "stem.out"], output=A("mb.add.out", 0.07, 100)))
     # LiteMLA: qkv (q/k/v groups) -> 5x5 depthwise -> grouped 1x1 -> two attention branches -> proj -> add
     H, d = 1, 4
     grp = lambda s3, z3: (np.repeat(np.array(s3), d), np.repeat(np.array(z3), d))  # noqa: E731
     s3, z3 = grp([0.05, 0.04, 0.06], [100, 90, 128])
-    N.append(mac("mla.qkv", "pointwise", "mb.add.out", A("mla.qkv.out", s3, z3), 12, 8, 1, acc_grid=0.07))
+    N.append(wmac("mla.qkv", "pointwise", "mb.add.out", A("mla.qkv.out", s3, z3), 12, 8, 1, acc_grid=0.07))
     s3b, z3b = grp([0.045, 0.05, 0.055], [110, 95, 120])
-    N.append(mac("mla.agg_dw", "depthwise", "mla.qkv.out", A("mla.agg_dw.out", s3b, z3b), 12, 1, 5, 1, 2, 12))
+    N.append(wmac("mla.agg_dw", "depthwise", "mla.qkv.out", A("mla.agg_dw.out", s3b, z3b), 12, 1, 5, 1, 2, 12))
     s3c, z3c = grp([0.05, 0.05, 0.06], [105, 100, 125])
-    N.append(mac("mla.agg_pw", "grouped", "mla.agg_dw.out", A("mla.agg_pw.out", s3c, z3c), 12, 4, 1, groups=3))
+    N.append(wmac("mla.agg_pw", "grouped", "mla.agg_dw.out", A("mla.agg_pw.out", s3c, z3c), 12, 4, 1, groups=3))
     A("mla.attn_out", 0.03, 128)
     for i, src in enumerate(("mla.qkv.out", "mla.agg_pw.out")):
-        T[f"mla.attn{i}.kv"] = act(RNG.uniform(0.5, 2.0, (H, d)), 0, signed=True)
+        T[f"mla.attn{i}.kv"] = act(RNG.uniform(0.5, 2.0, (H, d)) * 127 / (2 ** (a_bits - 1) - 1), 0, bits=a_bits,
+                                   signed=True)
         T[f"mla.attn{i}.kv"]["scale"] = T[f"mla.attn{i}.kv"]["scale"].view(H, d)
-        T[f"mla.attn{i}.ks"] = act(np.full(H, 0.6), 0)
+        T[f"mla.attn{i}.ks"] = act(np.full(H, 0.6) / g, 0, bits=a_bits)
         N.append(dict(op="attention", name=f"mla.attn{i}", input=src, output="mla.attn_out",
                       out_channel_offset=i * H * d, heads=H, dim=d, kv=f"mla.attn{i}.kv", ks=f"mla.attn{i}.ks",
                       log2=True, log2_bits=4, e_lo=4, eps=1e-15))
     T["mla.attn_out"]["channels"] = 2 * H * d
-    N.append(mac("mla.proj", "pointwise", "mla.attn_out", A("mla.proj.out", 0.05, 128), 8, 8, 1, acc_grid=0.03))
+    N.append(wmac("mla.proj", "pointwise", "mla.attn_out", A("mla.proj.out", 0.05, 128), 8, 8, 1, acc_grid=0.03))
     N.append(dict(op="add", name="mla.add", inputs=["mla.proj.out", "mb.add.out"], output=A("mla.add.out", 0.08, 110)))
     # head: 1x1 + hardswish, pool, fc1, LayerNorm + hardswish, fc2 (int16 logits)
-    N.append(mac("head.in_conv", "pointwise", "mla.add.out", A("head.in_conv.out", 0.04, 20), 32, 8, 1,
+    N.append(wmac("head.in_conv", "pointwise", "mla.add.out", A("head.in_conv.out", 0.04, 20), 32, 8, 1,
                  act_="hswish", pre=A("head.in_conv.pre", 0.05, 100), acc_grid=0.08))
     N.append(dict(op="avgpool", name="head.pool", input="head.in_conv.out", output=A("head.pool.out", 0.02, 30)))
-    N.append(mac("head.fc1", "linear", "head.pool.out", A("head.fc1.out", 0.03, 128), 24, 32, 0, acc_grid=0.02))
+    N.append(wmac("head.fc1", "linear", "head.pool.out", A("head.fc1.out", 0.03, 128), 24, 32, 0, acc_grid=0.02))
     N.append(dict(op="layernorm_hswish", name="head.ln", input="head.fc1.out", output=A("head.ln.out", 0.03, 20),
                   pre=A("head.ln.pre", RNG.uniform(0.02, 0.04, 24), RNG.integers(110, 140, 24)), weight=t(RNG.uniform(0.5, 1.5, 24)), bias=t(RNG.normal(0, 0.3, 24)),
                   eps=1e-5))
-    N.append(mac("head.fc2", "linear", "head.ln.out", A("head.fc2.out", 0.002, 0, bits=16, signed=True), 5, 24, 0,
+    N.append(wmac("head.fc2", "linear", "head.ln.out", A("head.fc2.out", 0.002, 0, bits=16, signed=True), 5, 24, 0,
                  acc_grid=0.03))
     for n in N:   # biases on the accumulator grid s_x s_w[c], like the hardware's int32 bias
         if n["op"] in convert.MAC_OPS:
             s_x = np.abs(T[n["input"]]["scale"].numpy()).reshape(-1)
-            if np.all(s_x == s_x[0]):
-                s_acc = s_x[0] * n["weight_scale"].numpy()
+            cout, groups = len(n["weight_scale"]), n.get("groups", 1)
+            per_group = np.broadcast_to(s_x, (n["weight_codes"].shape[1] * groups,)).reshape(groups, -1)
+            if np.all(per_group == per_group[:, :1]):      # one input scale per filter (not the stem's)
+                s_acc = np.repeat(per_group[:, 0], cout // groups) * n["weight_scale"].numpy()
                 n["bias"] = t(np.round(n["bias"].numpy() / s_acc) * s_acc)
     return dict(format="triovit-quantized", version=arch_ir.VERSION, model="b0-r224", num_classes=5, input_size=16, crop_ratio=1.0,
                 recipe="hardware", tensors=T, nodes=N, graph_input="input", graph_output="head.fc2.out")
@@ -172,9 +182,10 @@ def emulate_attention(node, ir, env):
     x = deq(src, T[node["input"]]).reshape(B, H, 3 * d, h * w).transpose(0, 1, 3, 2)
     q, k, v = np.maximum(x[..., :d], 0), np.maximum(x[..., d:2 * d], 0), x[..., 2 * d:]
     s_kv = np.abs(T[node["kv"]]["scale"].numpy()).reshape(1, H, 1, d)
-    kv = np.clip(np.floor(np.swapaxes(k, -1, -2) @ v / s_kv + 0.5), -127, 127) * s_kv
+    kmax = 2 ** (T[node["kv"]]["bits"] - 1) - 1
+    kv = np.clip(np.floor(np.swapaxes(k, -1, -2) @ v / s_kv + 0.5), -kmax, kmax) * s_kv
     s_ks = np.abs(T[node["ks"]]["scale"].numpy()).reshape(1, H, 1)
-    ks = np.clip(np.floor(k.sum(axis=2) / s_ks + 0.5), 0, 255) * s_ks
+    ks = np.clip(np.floor(k.sum(axis=2) / s_ks + 0.5), 0, 2 ** T[node["ks"]]["bits"] - 1) * s_ks
     num = q @ kv
     den = (q * ks[:, :, None, :]).sum(-1)
     s_q = float(np.abs(T[node["input"]]["scale"].numpy()).reshape(-1)[0])
@@ -191,8 +202,9 @@ def images(n=2, size=16):
 
 
 # --------------------------------------------------------------------------- tests
-def test_every_node_matches_float_semantics_of_the_graph():
-    ir = tiny_ir()
+@pytest.mark.parametrize("w_bits,a_bits", [(8, 8), (6, 6), (4, 8)])
+def test_every_node_matches_float_semantics_of_the_graph(w_bits, a_bits):
+    ir = tiny_ir(w_bits=w_bits, a_bits=a_bits)
     model = convert.from_ir(ir)
     assert model["notes"] == []                  # a uniform stem input scale converts exactly
     env = execute.run(model, images(3), keep=True)

@@ -1,4 +1,4 @@
-"""pysim: engine cost functions, schedule invariants, memory model, CLI."""
+"""pysim: the engines' cost functions, pricing invariants of compiled programs, the memory model, the CLI."""
 from __future__ import annotations
 
 import json
@@ -6,25 +6,24 @@ import math
 
 import pytest
 
-from pysim import cost
-from pysim.__main__ import apply_overrides, main
-from pysim.layers import model_layers
-from pysim.schedule import Options, make_groups, simulate
-from arch import timing
+from arch import cost, timing
+from arch.compiler import compile_ir
 from arch.config import PRESETS
+from pysim.__main__ import UsageError, apply_overrides, main
+from pysim.price import price
 
 PAPER, ZCU = PRESETS["paper"], PRESETS["zcu102"]
 
 
 @pytest.fixture(scope="module")
-def b0():
-    return model_layers("b0-r224")
+def b0_ir():
+    from quant.export import structure_ir
+    return structure_ir("b0-r224")
 
 
 @pytest.fixture(scope="module")
-def b0_paper(b0):
-    return simulate(PAPER, b0)
-
+def b0_paper(b0_ir):
+    return price(compile_ir(b0_ir, PAPER))
 
 # ------------------------------------------------------------ cost functions --
 def test_mat_tile_formula_on_exact_multiples():
@@ -60,14 +59,14 @@ def test_rmac_dw_formula():
 
 
 def test_rmac_pointwise_refuses_inputs_beyond_its_buffer():
-    with pytest.raises(ValueError, match="exceeds rmac_wbuf_words"):
+    with pytest.raises(ValueError, match="exceeds its weight buffer"):
         cost.rmac_pw_cycles(PAPER, PAPER.rmac_wbuf_words + 1, 8, 4, 4)
 
 
 def test_stream_units_take_one_beat_per_cycle_plus_latency():
     assert cost.stream_unit_cycles("requant", PAPER, 10, 20) == 10 * 3 + timing.REQUANT_LATENCY
     assert cost.stream_unit_cycles("hswish", PAPER, 1, 8) == 1 + timing.HSWISH_LATENCY
-    # the latencies are the RTL components' own (one source: rtl/timing.py)
+    # the latencies are the RTL components' own (one source: arch/timing.py)
     from rtl.hswish import Hardswish
     from rtl.requant import Requant
     assert (timing.HSWISH_LATENCY, timing.REQUANT_LATENCY) == (Hardswish.LATENCY, Requant.LATENCY) == (7, 4)
@@ -75,12 +74,13 @@ def test_stream_units_take_one_beat_per_cycle_plus_latency():
         cost.unit_cycles("foo", {}, PAPER)
 
 
-# ------------------------------------------------------------ schedule --
+# ------------------------------------------------------------ pricing a program --
 @pytest.mark.parametrize("preset", ["paper", "zcu102", "small"])
-def test_invariants(b0, preset):
+def test_invariants(b0_ir, preset):
     cfg = PRESETS[preset]
-    r = simulate(cfg, b0)
-    assert r["total_macs"] == sum(lay.macs for lay in b0) == sum(x["macs"] for x in r["layers"])
+    prog = compile_ir(b0_ir, cfg)
+    r = price(prog)
+    assert r["total_macs"] == prog.macs == sum(x["macs"] for x in r["ops"])
     assert 0 < r["mac_utilization"] <= 1
     assert r["cycles"] >= math.ceil(r["total_macs"] / cfg.multipliers)
     assert r["cycles"] >= r["dram_bytes"] / cfg.dram_bytes_per_cycle
@@ -88,67 +88,76 @@ def test_invariants(b0, preset):
     assert math.isclose(r["fps"] * r["latency_ms"], 1e3)
     assert math.isclose(r["gops"], 2 * r["total_macs"] * r["fps"] / 1e9)
     assert math.isclose(r["gops_per_dsp"], r["gops"] / cfg.dsps)
-    assert r["dram_bytes"] == sum(x["dram_bytes"] for x in r["layers"])
+    assert r["dram_bytes"] == sum(x["dram_bytes"] for x in r["ops"])
     for g in r["groups"]:
         assert g["cycles"] >= max(g["mat_busy"], g["rmac_busy"])
-    for x in r["layers"]:
+    for x in r["ops"]:
         assert 0 <= x["utilization"] <= 1, x
         assert x["bound"] in ("compute", "memory")
 
 
-def test_engines_by_layer_kind(b0_paper):
-    for x in b0_paper["layers"]:
-        if x["kind"] == "dw":
-            assert x["engine"] == "R-MAC"
-        elif x["kind"] in ("conv", "grouped", "linear", "attn_kv", "attn_qkv"):
-            assert x["engine"] == "MAT"
-        elif x["kind"] == "pw":
-            assert x["engine"].startswith("MAT")
-        else:
-            assert x["engine"] == "unit"
+def test_engines_by_opcode(b0_paper):
+    engines = {x["opcode"]: x["engine"] for x in b0_paper["ops"]}
+    assert engines == {"MAT.CONV": "MAT", "MAT.LINEAR": "MAT", "MAT.ATTN_KV": "MAT", "MAT.ATTN_QKV": "MAT",
+                       "RMAC.DW": "RMAC", "RMAC.PW": "RMAC", "UNIT.ADD": "UNIT", "UNIT.POOL": "UNIT",
+                       "UNIT.LNORM": "UNIT"}
 
 
-def test_mbconv_is_one_fused_group_with_both_engines(b0):
-    groups = {g.key: g for g in make_groups(b0)}
-    g = groups["stages.1.blocks.1.main"]
-    assert [lay.kind for lay in g.compute] == ["pw", "dw", "pw"]
-    assert [lay.kind for lay in g.layers if not lay.is_compute][-1] == "residual"
-    attn = [k for k in groups if k.endswith((":attn-a", ":attn-kv", ":attn-b"))]
-    assert len(attn) == 3 * sum(lay.kind == "attn_kv" for lay in b0)
+def test_mbconv_is_one_fused_group_with_both_engines(b0_ir):
+    prog = compile_ir(b0_ir, PAPER)
+    ops = [prog.ops[i] for i in prog.groups[prog.ops[next(
+        i for i, o in enumerate(prog.ops) if o.node == "stages.1.blocks.1.expand")].group].ops]
+    assert [o.node.rsplit(".", 1)[1] for o in ops if o.engine != "RMAC" or o.opcode == "RMAC.DW"] == \
+        ["expand", "dw", "project", "add"]
+    assert {o.engine for o in ops} == {"MAT", "RMAC", "UNIT"}
+    # the expanded and the depthwise tensors stream through the line buffers, never stored whole
+    assert prog.tensors["stages.1.blocks.1.expand.out"].space == "line"
+    assert prog.tensors["stages.1.blocks.1.dw.out"].space == "line"
 
 
-def test_fused_mbconv_has_no_dram_round_trip_when_its_band_fits(b0_paper, b0):
-    key = "stages.1.blocks.1.main"
-    g = next(g for g in b0_paper["groups"] if g["key"] == key)
-    expand = next(lay for lay in b0 if lay.block == key and lay.role == "inverted_conv")
-    assert g["spill_bytes"] == 0
-    assert g["rmac_busy"] > 0 and g["mat_busy"] > 0
-    # everything the group moves is weights: the expanded tensor never reaches DRAM
-    weights = sum(lay.weight_bytes + lay.param_bytes for lay in b0 if lay.block == key and lay.is_compute)
-    assert g["dram_bytes"] == weights < expand.out_bytes
+def test_fused_mbconv_moves_only_its_weights(b0_ir):
+    prog = compile_ir(b0_ir, PAPER)
+    r = price(prog)
+    gi = next(o.group for o in prog.ops if o.node == "stages.1.blocks.1.expand")
+    g = r["groups"][gi]
+    weights = sum(prog.ops[i].weight_bytes + prog.ops[i].param_bytes for i in prog.groups[gi].ops)
+    assert g["spill_bytes"] == 0 and g["rmac_busy"] > 0 and g["mat_busy"] > 0
+    assert g["dram_bytes"] == weights < prog.tensors["stages.1.blocks.1.expand.out"].bytes
 
 
-def test_engine_balancing_helps(b0):
-    on = simulate(PAPER, b0)
-    off = simulate(PAPER, b0, Options(rmac_pointwise=False))
+def test_engine_balancing_helps(b0_ir):
+    on = price(compile_ir(b0_ir, PAPER))
+    off = price(compile_ir(b0_ir, PAPER, rmac_pointwise=False))
     assert on["cycles"] < off["cycles"]
-    assert all(not x["engine"].startswith("MAT+R-MAC") for x in off["layers"])
+    assert "RMAC.PW" in {x["opcode"] for x in on["ops"]} and "RMAC.PW" not in {x["opcode"] for x in off["ops"]}
 
 
-def test_starved_dram_makes_the_network_memory_bound(b0):
-    slow = PAPER.replace(dram_bytes_per_cycle=0.5)
-    r = simulate(slow, b0)
+def test_starved_dram_makes_the_network_memory_bound(b0_ir):
+    r = price(compile_ir(b0_ir, PAPER.replace(dram_bytes_per_cycle=0.5)))
     assert r["bound"] == "memory"
     assert r["cycles"] >= r["dram_bytes"] / 0.5
-    fast = simulate(PAPER.replace(dram_bytes_per_cycle=1e6), b0)
+    fast = price(compile_ir(b0_ir, PAPER.replace(dram_bytes_per_cycle=1e6)))
     assert fast["bound"] == "compute" and fast["cycles"] < r["cycles"]
 
 
-def test_small_buffers_spill(b0):
-    tight = simulate(PAPER.replace(act_buffer_kib=32, weight_buffer_kib=8), b0)
-    roomy = simulate(PAPER, b0)
+def test_small_buffers_spill(b0_ir):
+    tight = price(compile_ir(b0_ir, PAPER.replace(act_buffer_kib=32, weight_buffer_kib=8)))
+    roomy = price(compile_ir(b0_ir, PAPER))
     assert tight["dram_breakdown"]["spills"] > roomy["dram_breakdown"]["spills"]
     assert tight["dram_bytes"] > roomy["dram_bytes"]
+
+
+def test_dsp_count_is_what_synthesis_reports():
+    """One DSP per multiplier until DSP packing is built: the compute engines of every preset in the
+    committed synthesis baseline (rtl/synth_baseline.json) add up to the configuration's count."""
+    from pathlib import Path
+    base = json.loads((Path(__file__).resolve().parents[1] / "rtl" / "synth_baseline.json").read_text())
+    checked = 0
+    for preset, units in base.items():
+        if {"mat_engine", "rmac_engine"} <= units.keys():
+            assert PRESETS[preset].dsps == units["mat_engine"]["DSP48E2"] + units["rmac_engine"]["DSP48E2"], preset
+            checked += 1
+    assert checked >= 3      # tiny, small, paper
 
 
 # ------------------------------------------------------------ overrides / CLI --
@@ -158,20 +167,34 @@ def test_overrides():
     fast = apply_overrides(PAPER, clock_mhz=400)
     assert fast.clock_mhz == 400 and math.isclose(fast.dram_gbps, PAPER.dram_gbps)
     assert math.isclose(apply_overrides(PAPER, dram_gbps=9.6).dram_bytes_per_cycle, 48)
-    with pytest.raises(ValueError, match="needs 64 DSPs"):
+    with pytest.raises(UsageError, match="needs 128 DSPs"):
         apply_overrides(PAPER, dsps=10)
+    for bad in (float("nan"), float("inf"), 0.0, -5.0):
+        with pytest.raises(UsageError, match="--clock-mhz must be a positive number"):
+            apply_overrides(PAPER, clock_mhz=bad)
 
 
 def test_cli_json_fields(tmp_path, capsys):
     out = tmp_path / "r.json"
     assert main(["--model", "b0-r224", "--preset", "zcu102", "--json", str(out)]) == 0
     r = json.loads(out.read_text())
-    for key in ("total_macs", "cycles", "mac_utilization", "fps", "gops", "gops_per_dsp", "dram_bytes", "layers"):
+    for key in ("total_macs", "cycles", "mac_utilization", "fps", "gops", "gops_per_dsp", "dram_bytes", "ops",
+                "groups"):
         assert key in r, key
-    assert 0 < r["mac_utilization"] <= 1 and r["layers"]
-    assert {"name", "kind", "engine", "cycles", "utilization", "bound", "dram_bytes"} <= r["layers"][0].keys()
+    assert 0 < r["mac_utilization"] <= 1 and r["ops"]
+    assert {"node", "opcode", "engine", "cycles", "utilization", "bound", "dram_bytes"} <= r["ops"][0].keys()
     text = capsys.readouterr().out
     assert "FPS" in text and "GOPS/DSP" in text and "MB/frame" in text
+
+
+def test_cli_writes_the_program_and_its_listing(tmp_path, capsys):
+    from arch.program import Program
+    out = tmp_path / "p.json"
+    assert main(["--model", "b0-r224", "--preset", "tiny", "--program", str(out), "--listing"]) == 0
+    prog = Program.load(out)
+    text = capsys.readouterr().out
+    assert f"; {len(prog.ops)} operations in {len(prog.groups)} groups" in text
+    assert sum(line.startswith("  0") for line in text.splitlines()) == len(prog.ops)
 
 
 def test_cli_plots(tmp_path):
@@ -181,11 +204,15 @@ def test_cli_plots(tmp_path):
     assert all((tmp_path / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
 
 
-def test_cli_rejects_unknown_model_and_preset():
-    with pytest.raises(SystemExit, match="valid names: b0-r224"):
-        main(["--model", "b9-r224"])
-    with pytest.raises(SystemExit, match="known presets: paper, small, tiny, zcu102"):
-        main(["--model", "b0-r224", "--preset", "huge"])
+def test_cli_rejects_bad_input_in_one_line(tmp_path, capsys):
+    assert main(["--model", "b9-r224"]) == 2
+    assert main(["--model", "b0-r224", "--preset", "huge"]) == 2
+    assert main(["--model", "b0-r224", "--clock-mhz", "nan"]) == 2
+    assert main(["--quantized", str(tmp_path / "missing.pt")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 4 and all(line.startswith("error: ") for line in err)
+    assert "valid names: b0-r224" in err[0] and "known presets: paper, small, tiny, zcu102" in err[1]
+    assert "--clock-mhz must be a positive number, got nan" in err[2] and "missing.pt not found" in err[3]
 
 
 def test_perf_writes_summary(tmp_path):
@@ -198,8 +225,51 @@ def test_perf_writes_summary(tmp_path):
 
 def test_sweep_stays_within_budget(tmp_path, capsys):
     out = tmp_path / "s.json"
-    assert main(["sweep", "--dsps", "64", "--model", "b0-r224", "--top", "3", "--json", str(out)]) == 0
+    assert main(["sweep", "--dsps", "128", "--model", "b0-r224", "--top", "3", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())
-    assert rows and all(r["config"]["dsps"] <= 64 for r in rows)
+    assert rows and all(r["config"]["dsps"] <= 128 for r in rows)
     assert [r["fps"] for r in rows] == sorted((r["fps"] for r in rows), reverse=True)
     assert "best 3" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("w_bits,a_bits", [(8, 8), (6, 6)])
+def test_priced_macs_are_the_macs_golden_executes(tmp_path, w_bits, a_bits):
+    """pysim prices the exported graph that golden/ runs: its total is the MACs golden's integer model
+    multiplies (counted from the operand arrays), for a quantized.pt with every op type."""
+    from arch import ir as arch_ir
+    from golden import convert, execute
+    from tests.test_golden_model import images, tiny_ir
+    path = arch_ir.save(tmp_path / "q.pt", arch_ir.load(tiny_ir(w_bits=w_bits, a_bits=a_bits)))
+    st = execute.Stats()
+    execute.run(convert.from_ir(path), images(1), stats=st)
+    out = tmp_path / "r.json"
+    assert main(["--quantized", str(path), "--preset", "small", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["total_macs"] == st.macs
+
+
+@pytest.mark.assets
+def test_priced_macs_of_the_real_proxy(tmp_path):
+    """The same on the real proxy's quantized.pt (quantized here from 16 calibration images)."""
+    import torch
+
+    from golden import convert, execute
+    from golden.images import load_image
+    from quant.config import QuantConfig
+    from quant.data import calibration_subset, image_folder
+    from quant.engine import quantize
+    from quant.export import save_quantized
+    from quant.models import build_model, get_spec
+    from tests.assets import IMAGENETTE, PROXY_MODEL, assets_dir
+    assets = assets_dir()
+    spec = get_spec("b0-r224")
+    ds = calibration_subset(image_folder(assets / IMAGENETTE, "train", spec.input_size, spec.crop_ratio), 16, 0)
+    cfg = QuantConfig(iters_w=0, iters_a=0, batch_size=16)
+    qm, rep = quantize(build_model("b0-r224", str(assets / PROXY_MODEL)),
+                       [torch.stack([ds[i][0] for i in range(len(ds))])], cfg, progress=False)
+    path = save_quantized(tmp_path / "quantized.pt", qm, "b0-r224", cfg, rep)
+    st = execute.Stats()
+    img = sorted((assets / IMAGENETTE / "val").rglob("*.JPEG"))[0]
+    execute.run(convert.from_ir(path), load_image(img, spec.input_size, spec.crop_ratio), stats=st)
+    out = tmp_path / "r.json"
+    assert main(["--quantized", str(path), "--preset", "paper", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["total_macs"] == st.macs == 98_966_016

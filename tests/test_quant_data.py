@@ -19,9 +19,9 @@ def test_layout_errors_are_clear(tmp_path):
 
 
 def test_mit_transform_sizes():
-    tf = eval_transform(224, 0.95)
-    assert tf.transforms[0].size == 236 and tf.transforms[1].size == (224, 224)
-    assert eval_transform(288, 1.0).transforms[0].size == 288
+    resize, crop = eval_transform(224, 0.95).transforms[0].transforms    # the hardware's pixel path, then normalise
+    assert resize.size == 236 and crop.size == (224, 224)
+    assert eval_transform(288, 1.0).transforms[0].transforms[0].size == 288
 
 
 def test_calibration_subset_is_seeded(synthetic_folder):

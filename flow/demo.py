@@ -1,10 +1,13 @@
-"""`make demo`: the whole quantization flow end to end, on any machine.
+"""`make demo`: the whole flow end to end, on any machine: quantize, compile, execute, price.
 
 Without assets it writes a seeded EfficientViT-B0 checkpoint and synthetic
 images (ImageNet layout, labelled with the float model's own predictions, so
 top-1 there *is* agreement with the float model) and runs main_imagenet.py on
 them. With `--assets DIR` it runs the real proxy model on the real Imagenette
-images instead. Either way the report is the one main_imagenet.py prints.
+images instead. After main_imagenet.py's report it compiles the quantized
+model for the `small` and `paper` presets, executes the `small` program in
+golden/ from its DRAM image on the first val image (bit-exact against the
+integer model or not) and prices the `paper` program with pysim.
 """
 from __future__ import annotations
 
@@ -15,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from .cli import main as cli_main
-from .data import SyntheticImages, eval_transform
 from golden.malloc_tuning import keep_freed_memory
-from .models import create_model, get_spec
+from quant.cli import main as cli_main
+from quant.data import SyntheticImages, eval_transform
+from quant.models import create_model, get_spec
 
 
 def _write_synthetic(root: Path, model, n_train: int, n_val: int, size: int, seed: int) -> None:
@@ -76,7 +79,37 @@ def main(argv: list[str] | None = None) -> int:
         _write_synthetic(data, model, n_train=64, n_val=96, size=224, seed=0)
         args = ["--data_path", str(data), "--weight_url", str(ckpt), "--num_samples", "64"]
     args += ["--iters_w", str(iters), "--iters_a", str(iters)]
-    return cli_main(args + common)
+    rc = cli_main(args + common)
+    return rc or machine_report(out / "run" / "quantized.pt", data)
+
+
+def machine_report(quantized: Path, data: Path) -> int:
+    """The quantized model as the machine runs it: one program, executed by golden/, priced by pysim/."""
+    from arch.compiler import compile_ir
+    from arch.config import PRESETS
+    from golden import convert
+    from golden import program as gprog
+    from golden.images import load_image
+    from pysim.price import price
+
+    ir = convert.read_ir(quantized)
+    model = convert.from_ir(ir)
+    first = sorted(p for p in (data / "val").rglob("*") if p.is_file())[0]
+    pixels = load_image(first, model["resolution"], float(ir["crop_ratio"]))
+    print("\nthe machine (one program per preset, arch/compiler.py):")
+    ok = True
+    for name in ("small", "paper"):
+        prog = compile_ir(ir, PRESETS[name])
+        r = gprog.check(prog, model, pixels)
+        p = price(prog)
+        ok &= r["bit_exact"]
+        where = "" if r["bit_exact"] else f"; first difference: {r['first_difference']}"
+        print(f"  {name:6s} {len(prog.ops):4d} operations in {len(prog.groups):3d} groups, DRAM image "
+              f"{prog.dram_bytes / 1e6:6.2f} MB; golden executes it on {first.name}: "
+              f"{'bit-exact' if r['bit_exact'] else 'DIFFERS'} with the integer model{where}; pysim: "
+              f"{p['cycles']:,} cycles, {p['fps']:.1f} FPS at {PRESETS[name].clock_mhz:g} MHz, "
+              f"MAC utilization {100 * p['mac_utilization']:.1f}%")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
