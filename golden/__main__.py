@@ -66,7 +66,8 @@ def main(argv=None) -> int:
     e.add_argument("--batch_size", type=int, default=16)
     e.add_argument("--quiet", action="store_true")
     e.add_argument("--reference_ops", action="store_true",
-                   help="run the integer model on golden/execute.py + ops.py (the slow definition) instead of golden/fast.py")
+                   help="run the integer model on golden/execute.py + ops.py (the slow definition) "
+                        "instead of golden/fast.py")
     e.set_defaults(fn=cmd_eval)
 
     d = sub.add_parser("dump", help="golden vectors of one image (every layer, or --layer prefixes)")

@@ -7,6 +7,11 @@ pinned to the exported codes) sees the same pixels.  Reported: top-1 of both,
 their top-1 agreement, the largest |logit difference| in logit LSBs, and the
 largest accumulator magnitudes next to the SPEC's worst-case bounds for this
 model's own graph (arch/widths.py).
+
+The integer model runs on golden/fast.py (torch; bit for bit golden/execute.py,
+held to it by tests/test_golden_fast.py); ``reference_ops=True``
+(``--reference_ops``) runs golden/execute.py + ops.py themselves, the slow
+definition.
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ import numpy as np
 from arch import graph as arch_graph
 from arch import widths
 
-from . import convert, execute
+from . import convert, execute, fast
 from .images import pixel_folder
 from .reference import Reference
 
@@ -31,7 +36,7 @@ def spec_bounds(ir: dict) -> dict[str, dict]:
 
 
 def evaluate(quantized: str | Path, data_path: str | Path, split: str = "val", max_images: int | None = None,
-             batch_size: int = 16, progress: bool = True, every: int = 1) -> dict:
+             batch_size: int = 16, progress: bool = True, every: int = 1, reference_ops: bool = False) -> dict:
     from torch.utils.data import DataLoader, Subset
     t0 = time.time()
     ir = convert.read_ir(quantized)
@@ -44,6 +49,7 @@ def evaluate(quantized: str | Path, data_path: str | Path, split: str = "val", m
     if len(idx) != len(ds):
         ds = Subset(ds, idx)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0)
+    run_int = execute.run if reference_ops else fast.run
     st = execute.Stats()
     n = int_ok = fq_ok = agree = 0
     max_err = 0
@@ -51,7 +57,7 @@ def evaluate(quantized: str | Path, data_path: str | Path, split: str = "val", m
     for x, y in loader:
         u8 = x.numpy().astype(np.uint8)
         t = time.time()
-        li = execute.run(int_model, u8, stats=st)
+        li = run_int(int_model, u8, stats=st)
         t_int += time.time() - t
         t = time.time()
         fq_codes = ref(u8)
@@ -78,7 +84,8 @@ def evaluate(quantized: str | Path, data_path: str | Path, split: str = "val", m
                 agreement_percent=100.0 * agree / n, max_logit_error_lsb=max_err, fakequant_dtype="float64",
                 macs_per_image=st.macs // max(n, 1), accumulators=acc, conversion_notes=int_model["notes"],
                 seconds=dict(total=time.time() - t0, integer=t_int, integer_per_image=t_int / max(n, 1),
-                             reference=t_ref))
+                             reference=t_ref),
+                integer_executor="golden.execute (golden/ops.py)" if reference_ops else "golden.fast")
 
 
 def write(result: dict, out_dir: str | Path) -> Path:

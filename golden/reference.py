@@ -63,13 +63,25 @@ class Reference:
         x = self.real(pre, p_codes)
         return x * torch.clamp(x + t, torch.zeros_like(t), 2 * t) / (2 * t)
 
+    def _bias_on_grid(self, node, s_w: np.ndarray) -> np.ndarray:
+        """The exported bias snapped to its accumulator grid s_x s_w[c] in float64: quantized.pt stores it
+        rounded to float32, whose last bits would otherwise flip rounding ties the integer model never
+        sees (it takes round(bias / (s_x s_w)) as an exact integer)."""
+        b = np.asarray(node["bias"], np.float64).reshape(-1)
+        cout, groups = b.size, int(node.get("groups", 1))
+        s_x = np.abs(np.asarray(self.T[node["input"]]["scale"], np.float64)).reshape(-1)
+        s_in = np.repeat(np.broadcast_to(s_x, (groups * (s_x.size // groups or 1),)).reshape(groups, -1)[:, 0],
+                         cout // groups)
+        unit = s_in * s_w
+        return np.round(b / unit) * unit
+
     def mac(self, node, x):
         torch, F = self.torch, self.torch.nn.functional
         w = np.asarray(node["weight_codes"], np.float64) - np.asarray(node["weight_zero_point"], np.float64).reshape(
             (-1,) + (1,) * (np.ndim(node["weight_codes"]) - 1))
         s_w = np.abs(np.asarray(node["weight_scale"], np.float64)).reshape((-1,) + (1,) * (w.ndim - 1))
         w = torch.as_tensor(w * s_w)
-        b = torch.as_tensor(np.asarray(node["bias"], np.float64).reshape(-1))
+        b = torch.as_tensor(self._bias_on_grid(node, s_w.reshape(-1)))
         xr = self.real(node["input"], x)
         if node["op"] == "linear":
             y = F.linear(xr, w, b)
