@@ -19,6 +19,7 @@ import functools
 
 from . import timing
 from .config import AccelConfig
+from .memory import Traffic, band_bytes, line_bytes, weight_passes
 
 
 def cdiv(a: int, b: int) -> int:
@@ -315,9 +316,8 @@ def _stages(program, group) -> list[list]:
     return stages
 
 
-def group_traffic(cfg: AccelConfig, program, group, bands: int | None = None):
+def group_traffic(cfg: AccelConfig, program, group, bands: int | None = None) -> Traffic:
     """DRAM traffic of one group with the program's placement (arch/memory.py's rules)."""
-    from .memory import Traffic, band_bytes, line_bytes, weight_passes
     bands = group.bands if bands is None else bands
     T = program.tensors
     t = Traffic()

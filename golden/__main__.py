@@ -2,6 +2,8 @@
 
   python -m golden eval   --quantized OUT/quantized.pt --data_path DIR [--output DIR2]   -> DIR2/golden.json
   python -m golden dump   --quantized OUT/quantized.pt --image IMG --output VECDIR [--layer NAME ...]
+  python -m golden program --quantized OUT/quantized.pt --image IMG (--preset NAME | --program P.json)
+                           [--dram F.bin] [--json F]
 """
 from __future__ import annotations
 
@@ -52,6 +54,47 @@ def cmd_dump(args) -> int:
     return 1 if r["replay_failures"] else 0
 
 
+def cmd_program(args) -> int:
+    """Execute the machine program from its DRAM image alone and compare it with the integer model."""
+    import json
+
+    import numpy as np
+
+    from arch.compiler import compile_ir
+    from arch.config import get_preset
+    from arch.program import Program
+
+    from . import convert
+    from . import program as gprog
+    from .images import load_image
+    ir = convert.read_ir(args.quantized)
+    if args.program:
+        prog = Program.load(args.program)
+        if prog.model != ir["model"]:
+            raise ValueError(f"{args.program} was compiled for {prog.model}, {args.quantized} holds {ir['model']}")
+    else:
+        try:
+            prog = compile_ir(ir, get_preset(args.preset))
+        except KeyError as e:
+            raise ValueError(e.args[0]) from None
+    model = convert.from_ir(ir, cfg=prog.config)
+    pixels = load_image(args.image, model["resolution"], float(ir.get("crop_ratio", 1.0)))
+    dram = gprog.dram_image(prog, model)
+    if args.dram:
+        dram.tofile(args.dram)
+        print(f"wrote the DRAM image ({dram.size:,} bytes) to {args.dram}")
+    r = gprog.check(prog, model, pixels, dram)
+    print(f"{prog.model} on {prog.config.name}: {len(prog.ops)} operations, {prog.macs:,} MACs; golden executes the "
+          f"program from its DRAM image: {'bit-exact' if r['bit_exact'] else 'DIFFERS'} with the integer model "
+          f"(top-1 {int(np.argmax(r['logits']))})")
+    if r["first_difference"]:
+        print(f"first difference: {r['first_difference']}")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(r, fh, indent=1)
+    return 0 if r["bit_exact"] else 1
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m golden", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -78,6 +121,17 @@ def main(argv=None) -> int:
                    help="record only layers with this name or prefix (repeatable), e.g. stages.2.blocks.1.context")
     d.add_argument("--no_check", action="store_true", help="skip reloading and replaying the written vectors")
     d.set_defaults(fn=cmd_dump)
+
+    r = sub.add_parser("program", help="compile (or load) the machine program, execute it from its DRAM image, "
+                                       "compare with the integer model")
+    r.add_argument("--quantized", required=True)
+    r.add_argument("--image", required=True)
+    src = r.add_mutually_exclusive_group(required=True)
+    src.add_argument("--preset", help="compile for this accelerator preset")
+    src.add_argument("--program", help="a program written by python -m pysim --program")
+    r.add_argument("--dram", default=None, help="also write the DRAM image (raw bytes) here")
+    r.add_argument("--json", default=None, help="write the logits, the reference and the first difference here")
+    r.set_defaults(fn=cmd_program)
 
     args = ap.parse_args(argv)
     keep_freed_memory()

@@ -105,3 +105,23 @@ def test_reference_matches_quants_fakequant_model():
     s = float(np.abs(obj["tensors"][obj["graph_output"]]["scale"]).reshape(-1)[0])
     fq_codes = np.floor(fq / s + 0.5)
     assert np.array_equal(ref, fq_codes)
+
+
+def test_program_command_line(tmp_path, capsys):
+    from PIL import Image
+
+    from arch import ir as arch_ir
+    from golden.__main__ import main
+    from pysim.__main__ import main as pysim_main
+    q = arch_ir.save(tmp_path / "q.pt", arch_ir.load(tiny_ir(a_bits=6)))
+    img = tmp_path / "x.png"
+    Image.fromarray(images(1)[0].transpose(1, 2, 0)).save(img)
+    assert main(["program", "--quantized", str(q), "--image", str(img), "--preset", "tiny",
+                 "--dram", str(tmp_path / "d.bin"), "--json", str(tmp_path / "r.json")]) == 0
+    assert "bit-exact with the integer model" in capsys.readouterr().out
+    # the same program written by pysim and loaded back
+    assert pysim_main(["--quantized", str(q), "--preset", "small", "--program", str(tmp_path / "p.json")]) == 0
+    assert main(["program", "--quantized", str(q), "--image", str(img), "--program", str(tmp_path / "p.json")]) == 0
+    assert (tmp_path / "d.bin").stat().st_size > 0
+    assert main(["program", "--quantized", str(q), "--image", str(img), "--preset", "huge"]) == 2
+    assert "unknown accelerator preset 'huge'" in capsys.readouterr().err
