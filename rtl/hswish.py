@@ -28,6 +28,7 @@ from amaranth.lib.wiring import In, Out, connect, flipped
 
 from arch import timing
 from arch.config import AccelConfig
+from arch.formats import formats
 from rtl.requant import Requant, clamp, param_layout
 
 
@@ -38,9 +39,7 @@ class Hardswish(wiring.Component):
     def __init__(self, config: AccelConfig, *, lanes: int | None = None, tag_shape=None):
         self.config = config
         self.lanes = lanes or config.mat_lanes
-        self.t3_bits = config.acc_bits - config.act_bits - 2
-        if self.t3_bits < 2:
-            raise ValueError(f"Hardswish: acc_bits={config.acc_bits} leaves no room for t3 with act_bits={config.act_bits}")
+        self.t3_bits = formats(config).t3.bits     # the knee's width (arch/formats.py): h fits the accumulator
         self.tag_shape = tag_shape
         self.rq = Requant(config, lanes=self.lanes, tag_shape=tag_shape)
         L = self.lanes
