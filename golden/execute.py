@@ -160,12 +160,8 @@ def _last_use(model: dict) -> dict[str, int]:
     return last
 
 
-def run(model: dict, images: np.ndarray, rec: Recorder | None = None, stats: Stats | None = None,
-        keep: bool = False) -> np.ndarray | dict:
-    """Integer logits ``(N, classes)`` of uint8 images ``(N, 3, H, W)`` (or one ``(3, H, W)``).
-
-    With ``keep`` the whole tensor environment (name -> codes) is returned instead.
-    """
+def check_images(model: dict, images) -> np.ndarray:
+    """uint8 images ``(N, 3, H, W)`` (or one ``(3, H, W)``) of the model's resolution, as (N, 3, H, W)."""
     x = np.asarray(images)
     if x.dtype != np.uint8:
         raise TypeError(f"images must be uint8 pixels, got dtype {x.dtype}")
@@ -176,6 +172,16 @@ def run(model: dict, images: np.ndarray, rec: Recorder | None = None, stats: Sta
     res = model["resolution"]
     if x.shape[2:] != (res, res):
         raise ValueError(f"the integer model was converted for {res}x{res} images, got {x.shape[2]}x{x.shape[3]}")
+    return x
+
+
+def run(model: dict, images: np.ndarray, rec: Recorder | None = None, stats: Stats | None = None,
+        keep: bool = False) -> np.ndarray | dict:
+    """Integer logits ``(N, classes)`` of uint8 images ``(N, 3, H, W)`` (or one ``(3, H, W)``).
+
+    With ``keep`` the whole tensor environment (name -> codes) is returned instead.
+    """
+    x = check_images(model, images)
     rec = rec if rec is not None else Recorder(layers=())
     st = stats if stats is not None else Stats()
     env = {model["graph_input"]: x.astype(np.int64)}

@@ -360,16 +360,7 @@ def run(model: dict, images: np.ndarray, stats: Stats | None = None, keep: bool 
     """Integer logits ``(N, classes)`` (int64) of uint8 images ``(N, 3, H, W)`` (or one ``(3, H, W)``):
     bit for bit ``execute.run``. With ``stats`` the same accumulator maxima and MAC count are tracked;
     with ``keep`` the whole tensor environment (name -> int64 codes) is returned instead."""
-    x = np.asarray(images)
-    if x.dtype != np.uint8:
-        raise TypeError(f"images must be uint8 pixels, got dtype {x.dtype}")
-    if x.ndim == 3:
-        x = x[None]
-    if x.ndim != 4 or x.shape[1] != 3:
-        raise ValueError(f"images must be (N, 3, H, W), got {x.shape}")
-    res = model["resolution"]
-    if x.shape[2:] != (res, res):
-        raise ValueError(f"the integer model was converted for {res}x{res} images, got {x.shape[2]}x{x.shape[3]}")
+    x = execute.check_images(model, images)
     nodes = prepare(model)
     torch.set_num_threads(_threads())
     env = {model["graph_input"]: torch.from_numpy(x.astype(np.float32))}
