@@ -112,9 +112,21 @@ class AccelConfig:
 
     @property
     def dsps(self) -> int:
-        """DSP48E2 slices the engines synthesize to: one per multiplier (each product is its own
-        ``*``; rtl/synth_baseline.json holds the synthesized count, tests hold the two equal)."""
-        return self.multipliers
+        """DSP48E2 slices the compute engines synthesize to (rtl/synth_baseline.json holds the
+        synthesized count; tests hold the two equal, and tb/test_dsp_pack.py counts the engines' ``*``).
+
+        Two products that share a weight go through one DSP48E2 (rtl/dsp_pack.py, WP486) when
+        the activations have at most 8 bits (the packed operand ``x_hi * 2^18 + x_lo`` must fit
+        the 27-bit A port; with weight_bits <= 8 the weight operands, 10-bit ``w - w_zero`` in
+        the MAT engine and int8 in the R-MAC engine, then always fit): the MAT engine pairs
+        replicas (l, l+1), which share each weight word, so ``M*N*ceil(L/2)``; the R-MAC engine
+        pairs pixels (s, s+1) of a replica, which share channel t's weight, so
+        ``ceil(S/2)*T*L``. An odd L (S) leaves one replica (pixel) at one DSP per multiplier;
+        wider activations take one DSP per multiplier (``multipliers``)."""
+        if self.act_bits > 8:
+            return self.multipliers
+        return (self.mat_lanes * self.mat_mults * -(-self.replicas // 2)
+                + -(-self.rmac_rows // 2) * self.rmac_cols * self.replicas)
 
     @property
     def peak_gops(self) -> float:
@@ -124,6 +136,13 @@ class AccelConfig:
     @property
     def dram_gbps(self) -> float:
         return self.dram_bytes_per_cycle * self.clock_mhz * 1e6 / 1e9
+
+    def max_replicas(self, dsp_budget: int) -> int:
+        """The most replicas of this configuration's engines whose DSPs fit ``dsp_budget`` (0: none)."""
+        L = 0
+        while self.replace(replicas=L + 1).dsps <= dsp_budget:
+            L += 1
+        return L
 
     def replace(self, **kw) -> "AccelConfig":
         return dataclasses.replace(self, **kw)
@@ -153,8 +172,7 @@ PRESETS: dict[str, AccelConfig] = {
     # The paper's budget: (8x8 + 8x8) x 16 = 2,048 multipliers, 200 MHz, 819.2 GOPS peak.
     "paper": AccelConfig(name="paper"),
     # Whole ZCU102 (XCZU9EG, 2,520 DSP48E2, ~19 GB/s DDR4): (8x16 + 8x8) x 26 = 4,992
-    # multipliers, sized for two int8 products per DSP; until DSP packing is built
-    # it synthesizes to one DSP per multiplier and does not fit the device.
+    # multipliers, two int8 products per DSP (rtl/dsp_pack.py): 2,496 DSP48E2.
     "zcu102": AccelConfig(name="zcu102", mat_lanes=8, mat_mults=16, rmac_rows=8, rmac_cols=8,
                           replicas=26, act_buffer_kib=2048, weight_buffer_kib=1024,
                           dram_bytes_per_cycle=96.0),

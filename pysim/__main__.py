@@ -33,7 +33,8 @@ def apply_overrides(cfg: AccelConfig, clock_mhz=None, dram_gbps=None, dsps=None)
     The DRAM bandwidth is a property of the board, so a new clock keeps the
     preset's GB/s (fewer bytes per cycle at a higher clock) unless
     ``dram_gbps`` says otherwise.  ``dsps`` keeps the preset's engine shapes and
-    sets the replica count to the most that fit the budget (one DSP per multiplier).
+    sets the replica count to the most that fit the budget (``AccelConfig.dsps``: two int8 products
+    per DSP where the engines pack them).
     """
     for name, v in (("--clock-mhz", clock_mhz), ("--dram-gbps", dram_gbps)):
         if v is not None and (not math.isfinite(v) or v <= 0):
@@ -43,10 +44,9 @@ def apply_overrides(cfg: AccelConfig, clock_mhz=None, dram_gbps=None, dsps=None)
         cfg = cfg.replace(clock_mhz=float(clock_mhz))
     cfg = cfg.replace(dram_bytes_per_cycle=gbps * 1e3 / cfg.clock_mhz)
     if dsps is not None:
-        per_replica = cfg.mat_lanes * cfg.mat_mults + cfg.rmac_rows * cfg.rmac_cols
-        L = dsps // per_replica
+        L = cfg.max_replicas(dsps)
         if L < 1:
-            raise UsageError(f"--dsps {dsps}: one replica of this preset needs {per_replica} DSPs")
+            raise UsageError(f"--dsps {dsps}: one replica of this preset needs {cfg.replace(replicas=1).dsps} DSPs")
         cfg = cfg.replace(replicas=L, name=f"{cfg.name}-{dsps}dsp")
     return cfg
 
@@ -157,15 +157,14 @@ def cmd_perf(argv) -> int:
 
 
 def sweep_configs(dsps: int, base: AccelConfig):
-    """Array shapes whose multipliers fit ``dsps`` DSPs (one per multiplier): power-of-two M, N, S, T,
-    the most replicas."""
+    """Array shapes whose engines fit ``dsps`` DSPs: power-of-two M, N, S, T, the most replicas."""
     pw2 = (4, 8, 16, 32)
     for M, N, S, T in itertools.product(pw2, pw2, (4, 8, 16), (4, 8, 16)):
-        L = dsps // (M * N + S * T)
-        if L < 1:
-            continue
-        yield base.replace(name=f"M{M}N{N}+S{S}T{T}xL{L}", mat_lanes=M, mat_mults=N, rmac_rows=S,
-                           rmac_cols=T, replicas=L, mat_wbuf_words=max(base.mat_wbuf_words, -(-2560 // N)))
+        shape = base.replace(mat_lanes=M, mat_mults=N, rmac_rows=S, rmac_cols=T, replicas=1,
+                             mat_wbuf_words=max(base.mat_wbuf_words, -(-2560 // N)))
+        L = shape.max_replicas(dsps)
+        if L >= 1:
+            yield shape.replace(name=f"M{M}N{N}+S{S}T{T}xL{L}", replicas=L)
 
 
 def cmd_sweep(argv) -> int:
@@ -188,7 +187,7 @@ def cmd_sweep(argv) -> int:
         res, _ = run(ir, cfg)
         results.append((res["fps"], cfg, res))
     results.sort(key=lambda r: -r[0])
-    print(f"{a.model}: {len(results)} array shapes within {a.dsps} DSPs (one DSP per multiplier, "
+    print(f"{a.model}: {len(results)} array shapes within {a.dsps} DSPs (two int8 products per DSP, "
           f"{base.clock_mhz:g} MHz, {base.dram_gbps:.1f} GB/s); best {a.top}:")
     print(f"{'shape':22s} {'mults':>6s} {'DSPs':>5s} {'FPS':>8s} {'GOPS':>8s} {'util':>6s} {'GOPS/DSP':>8s} bound")
     for fps, cfg, res in results[:a.top]:

@@ -13,7 +13,7 @@ def totals_lines(res: dict) -> list[str]:
     return [
         f"model {res.get('model', '?')}  preset {c['name']}: MAT {c['mat_lanes']}x{c['mat_mults']} + "
         f"R-MAC {c['rmac_rows']}x{c['rmac_cols']}, x{c['replicas']} replicas = {c['multipliers']} multipliers "
-        f"({c['dsps']} DSPs, one per multiplier), {c['clock_mhz']:g} MHz, "
+        f"({c['dsps']} DSP48E2, two products per DSP), {c['clock_mhz']:g} MHz, "
         f"DRAM {res['dram_gbps']:.1f} GB/s ({c['dram_bytes_per_cycle']:g} B/cycle)",
         f"total MACs      {res['total_macs']:,}  ({res['operations']} operations in {len(res['groups'])} groups)",
         f"cycles          {res['cycles']:,}  (MAT busy {res['mat_busy']:,}, R-MAC busy {res['rmac_busy']:,}, "

@@ -38,6 +38,16 @@ Ports (``amaranth.lib.stream``; element 0 of an array at bit 0):
   ``g*L + l``, tap ``c*N + n``; pixel-major (all chunks of a group, then the next group).
 * ``o``: ``groups`` beats of ``L*M`` int32, element ``l*M + m``.
 
+Multipliers (rtl/dsp_pack.py): replicas ``2i`` and ``2i+1`` multiply the same
+weight word, so each of their ``M*N`` product pairs is one ``*`` on a packed
+operand (``x[2i+1] * 2^18 + x[2i]``, one DSP48E2): ``M*N*ceil(L/2)`` multipliers
+(an odd ``L`` leaves the last replica with ``M*N`` plain ones; activations wider
+than 8 bits do not pack). Stage B registers the packed product ``P``; the low
+replica's leaves are ``P[17:0]``, the high replica's ``P >> 18``, and the
+correction bits (the low products' signs) are the carry-ins of the high
+replica's adder-tree adders and accumulator (``N - 1`` adders + 1: one each),
+so no cycle and no fabric adder is added.
+
 Cycle behaviour (arch/cost.py's ``mat_tile_cycles``; ``T = log2(N)`` adder-tree levels when
 ``tree_pipeline`` else 0; measured by tb/test_mat_engine.py and recorded in
 tb/baselines/cycles/mat_engine/): with no stalls, from the cycle the ``cmd`` beat is
@@ -61,6 +71,7 @@ from amaranth.utils import ceil_log2
 
 from arch import cost
 from arch.config import AccelConfig
+from rtl.dsp_pack import PackedMul, add_carry, packable
 
 
 def _bits_for(n: int) -> int:
@@ -79,6 +90,9 @@ class MatEngine(wiring.Component):
         self.wint_bits = self.wop_bits + 1                            # after w - w_zero
         self.depth = cfg.mat_wbuf_words
         self.tree_levels = cost.tree_depth(cfg)
+        # replicas (2i, 2i+1), i < pairs, share each multiplier (rtl/dsp_pack.py); an odd L leaves
+        # the last replica with its own multipliers
+        self.pairs = L // 2 if packable(self.a_bits, self.wint_bits) else 0
         super().__init__({
             "cmd": In(stream.Signature(self.cmd_layout(cfg))),
             "w": In(stream.Signature(data.ArrayLayout(signed(self.wop_bits), M * N))),
@@ -176,20 +190,33 @@ class MatEngine(wiring.Component):
                 m.d.comb += diff.eq(xv - cmd.x_zero)
                 m.d.sync += xa[i].eq(Mux(cmd.relu, Mux(diff[-1], 0, diff), xv))
 
-        # --- stage B: products ---------------------------------------------------------
+        # --- stage B: products (replicas 2i, 2i+1 share one multiplier, rtl/dsp_pack.py) -------
+        # leaves[l][lane][n] is the product of replica l; a high replica's leaf is the packed
+        # product's hi_raw and its borrow bit waits in borrows[l][lane] to be a carry-in below.
         prod_shape = signed(self.a_bits + self.wint_bits + 1)
         vb, fb, lb = Signal(), Signal(), Signal()
-        prods = [[[Signal(prod_shape, name=f"p{l}_{lane}_{n}") for n in range(N)]
-                  for lane in range(M)] for l in range(L)]
+        leaves = [[[None] * N for lane in range(M)] for l in range(L)]
+        borrows = [[[] for lane in range(M)] for l in range(L)]
         with m.If(en):
             m.d.sync += [vb.eq(va), fb.eq(fa), lb.eq(la)]
             for l in range(L):
                 for lane in range(M):
                     for n in range(N):
-                        m.d.sync += prods[l][lane][n].eq(xa[l * N + n] * rd.data[lane * N + n])
+                        w = rd.data[lane * N + n]
+                        if l < 2 * self.pairs and l % 2 == 0:
+                            pk = PackedMul(self.a_bits, self.wint_bits, name=f"pk{l}_{lane}_{n}")
+                            m.d.sync += pk.p.eq(pk.product(xa[l * N + n], xa[(l + 1) * N + n], w))
+                            leaves[l][lane][n], leaves[l + 1][lane][n] = pk.lo, pk.hi_raw
+                            borrows[l + 1][lane].append(pk.borrow)
+                        elif l >= 2 * self.pairs:
+                            p = Signal(prod_shape, name=f"p{l}_{lane}_{n}")
+                            m.d.sync += p.eq(xa[l * N + n] * w)
+                            leaves[l][lane][n] = p
 
         # --- adder trees (registered levels when cfg.tree_pipeline) ---------------------
-        level = [[list(prods[l][lane]) for lane in range(M)] for l in range(L)]
+        # Each adder takes one pending borrow as its carry-in (free on the carry chain); a
+        # tree of N leaves has N - 1 adders, the accumulator takes the last borrow.
+        level = leaves
         vt, ft, lt = vb, fb, lb
         valids = [va, vb]
         width = prod_shape.width
@@ -199,17 +226,26 @@ class MatEngine(wiring.Component):
             for l in range(L):
                 row = []
                 for lane in range(M):
-                    cur = level[l][lane]
+                    cur, pend = level[l][lane], borrows[l][lane]
                     sums = []
                     for j in range(0, len(cur), 2):
                         s = Signal(signed(width), name=f"t{lev}_{l}_{lane}_{j // 2}")
+                        add = cur[j] + cur[j + 1]
+                        if pend:
+                            add = add + pend.pop(0)
                         if cfg.tree_pipeline:
                             with m.If(en):
-                                m.d.sync += s.eq(cur[j] + cur[j + 1])
+                                m.d.sync += s.eq(add)
                         else:
-                            m.d.comb += s.eq(cur[j] + cur[j + 1])
+                            m.d.comb += s.eq(add)
                         sums.append(s)
                     row.append(sums)
+                    if cfg.tree_pipeline:          # the borrows still pending move with their level
+                        for i, c in enumerate(pend):
+                            r = Signal(name=f"bw{lev}_{l}_{lane}_{i}")
+                            with m.If(en):
+                                m.d.sync += r.eq(c)
+                            pend[i] = r
                 nxt.append(row)
             level = nxt
             if cfg.tree_pipeline:
@@ -228,7 +264,13 @@ class MatEngine(wiring.Component):
                 for lane in range(M):
                     base = Mux(ft, cmd.bias[lane], accs[l][lane])
                     new = Signal(acc_shape, name=f"accn{l}_{lane}")
-                    m.d.comb += new.eq(base + level[l][lane][0])
+                    pend = borrows[l][lane]
+                    if pend:      # the last borrow: the accumulator's carry-in
+                        add = add_carry(base, level[l][lane][0], pend.pop())
+                    else:
+                        add = base + level[l][lane][0]
+                    assert not pend, "every borrow of a packed pair is a carry-in exactly once"
+                    m.d.comb += new.eq(add)
                     m.d.sync += accs[l][lane].eq(new)
                     with m.If(lt):
                         m.d.sync += self.o.payload[l * M + lane].eq(new)

@@ -18,6 +18,15 @@ for ``kx = 0 .. kw-1`` PE ``s`` reads position ``s*stride`` and the register
 shifts by one: each input row is fetched once per segment and reused across
 the ``kw`` taps and the ``S`` pixels.
 
+Multipliers (rtl/dsp_pack.py): pixels ``2i`` and ``2i+1`` of a replica meet
+channel ``t``'s weight in the same cycle, so each such pair of PEs shares one
+``*`` on a packed operand (one DSP48E2): ``ceil(S/2)*T*L`` multipliers (an odd
+``S`` leaves its last pixel's PEs with plain ones; activations wider than 8 bits
+do not pack). Pixels rather than replicas are paired because ``S`` is even in
+every preset (tiny has one replica) and holds for any replica count the DSP
+budget picks. The high PE accumulates ``P >> 18`` with the low product's sign as
+its accumulator's carry-in (the exact correction, no extra adder or cycle).
+
 Pointwise mode (``pw = 1``, usable when the MAT engine is busy): ``kw = 1``,
 ``kh = K`` taps (input channels); beat ``k`` carries pixel ``s``'s code of
 input channel ``k`` at position ``s`` channel 0, broadcast to the ``T`` PEs of
@@ -56,6 +65,7 @@ from amaranth.utils import ceil_log2
 from arch.config import AccelConfig
 
 from arch import cost
+from rtl.dsp_pack import PackedMul, add_carry, packable
 from arch.timing import KMAX, PADMAX, SMAX  # noqa: F401  (re-exported for the feeders)
 
 COORD_BITS = 14  # signed input coordinates (maps up to 8191 pixels a side)
@@ -71,6 +81,9 @@ class RmacEngine(wiring.Component):
         self.S, self.T, self.L = cfg.rmac_rows, cfg.rmac_cols, cfg.replicas
         self.wseg = cost.rmac_segment_width(cfg)
         self.depth = self.buffer_depth(cfg)
+        # pixels (2i, 2i+1), i < pairs, of each replica share each multiplier (rtl/dsp_pack.py);
+        # an odd S leaves the last pixel with its own multipliers
+        self.pairs = self.S // 2 if packable(cfg.act_bits, cfg.weight_bits) else 0
         super().__init__({
             "cmd": In(stream.Signature(self.cmd_layout(cfg))),
             "wt": In(stream.Signature(data.ArrayLayout(signed(cfg.weight_bits), self.T))),
@@ -254,16 +267,26 @@ class RmacEngine(wiring.Component):
         xa = [[[xa_vec[l][s][t * a_bits:(t + 1) * a_bits] for t in range(T)] for s in range(S)]
               for l in range(L)]
 
-        # --- stage B: products ------------------------------------------------------------------
+        # --- stage B: products (pixels 2i, 2i+1 of a replica share one multiplier, rtl/dsp_pack.py) --
+        # prod[l][s][t] is PE (l, s, t)'s product; a high pixel's is the packed product's hi_raw
+        # and its borrow bit is the carry-in of that PE's accumulator (borrow[l][s][t]).
         pshape = signed(a_bits + cfg.weight_bits + 1)
-        prod = [[[Signal(pshape, name=f"pp{l}_{s}_{t}") for t in range(T)] for s in range(S)]
-                for l in range(L)]
+        prod = [[[None] * T for s in range(S)] for l in range(L)]
+        borrow = [[[None] * T for s in range(S)] for l in range(L)]
         with m.If(en):
             m.d.sync += [vb.eq(va), fb.eq(fa), lb.eq(la)]
             for l in range(L):
                 for s in range(S):
                     for t in range(T):
-                        m.d.sync += prod[l][s][t].eq(xa[l][s][t] * rd.data[t])
+                        if s < 2 * self.pairs and s % 2 == 0:
+                            pk = PackedMul(a_bits, cfg.weight_bits, name=f"pk{l}_{s}_{t}")
+                            m.d.sync += pk.p.eq(pk.product(xa[l][s][t], xa[l][s + 1][t], rd.data[t]))
+                            prod[l][s][t], prod[l][s + 1][t] = pk.lo, pk.hi_raw
+                            borrow[l][s + 1][t] = pk.borrow
+                        elif s >= 2 * self.pairs:
+                            pp = Signal(pshape, name=f"pp{l}_{s}_{t}")
+                            m.d.sync += pp.eq(xa[l][s][t] * rd.data[t])
+                            prod[l][s][t] = pp
 
         # --- stage C: accumulate; a segment's last tap goes to the output register --------------
         with m.If(self.o.valid & self.o.ready):
@@ -274,7 +297,11 @@ class RmacEngine(wiring.Component):
                     for t in range(T):
                         acc = Signal(signed(cfg.acc_bits), name=f"acc{l}_{s}_{t}")
                         new = Signal(signed(cfg.acc_bits), name=f"accn{l}_{s}_{t}")
-                        m.d.comb += new.eq(Mux(fb, cmd.bias[t], acc) + prod[l][s][t])
+                        base = Mux(fb, cmd.bias[t], acc)
+                        if borrow[l][s][t] is not None:      # the packed pair's correction as carry-in
+                            m.d.comb += new.eq(add_carry(base, prod[l][s][t], borrow[l][s][t]))
+                        else:
+                            m.d.comb += new.eq(base + prod[l][s][t])
                         m.d.sync += acc.eq(new)
                         with m.If(lb):
                             m.d.sync += self.o.payload[(l * S + s) * T + t].eq(new)

@@ -148,7 +148,7 @@ def test_small_buffers_spill(b0_ir):
 
 
 def test_dsp_count_is_what_synthesis_reports():
-    """One DSP per multiplier until DSP packing is built: the compute engines of every preset in the
+    """Two products per DSP48E2 (rtl/dsp_pack.py): the compute engines of every preset in the
     committed synthesis baseline (rtl/synth_baseline.json) add up to the configuration's count."""
     from pathlib import Path
     base = json.loads((Path(__file__).resolve().parents[1] / "rtl" / "synth_baseline.json").read_text())
@@ -167,7 +167,7 @@ def test_overrides():
     fast = apply_overrides(PAPER, clock_mhz=400)
     assert fast.clock_mhz == 400 and math.isclose(fast.dram_gbps, PAPER.dram_gbps)
     assert math.isclose(apply_overrides(PAPER, dram_gbps=9.6).dram_bytes_per_cycle, 48)
-    with pytest.raises(UsageError, match="needs 128 DSPs"):
+    with pytest.raises(UsageError, match="needs 96 DSPs"):
         apply_overrides(PAPER, dsps=10)
     for bad in (float("nan"), float("inf"), 0.0, -5.0):
         with pytest.raises(UsageError, match="--clock-mhz must be a positive number"):

@@ -58,5 +58,6 @@ def test_synth_small_engines_match_baseline(tmp_path, unit):
 @pytest.mark.slow
 @pytest.mark.parametrize("unit", ["mat_engine", "rmac_engine"])
 def test_synth_paper_engines_match_baseline(tmp_path, unit):
-    """The paper's budget: 1,024 MAT multipliers -> 1,024 DSP48E2 (tens of minutes on a shared machine)."""
+    """The paper's budget: 1,024 multipliers per engine, two per DSP48E2 (rtl/dsp_pack.py) -> 512 DSP48E2
+    each (tens of minutes on a shared machine)."""
     _check("paper", unit, tmp_path)
