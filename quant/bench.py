@@ -113,7 +113,8 @@ def main(argv=None) -> int:
         if done.is_file() and not (a.force and i in wanted):
             r = json.loads(done.read_text())
             if r.get("cmd") == cmd and r.get("max_val") == a.max_val:
-                print(f"[{i}/{len(ROWS)}] {label}: reusing {done} (--force reruns it)", flush=True)
+                stale = " (stale: from before the integer model was evaluated)" if "integer_model" not in r else ""
+                print(f"[{i}/{len(ROWS)}] {label}: reusing {done}{stale} (--force reruns it)", flush=True)
                 results.append(r)
                 continue
         if i not in wanted:
@@ -139,20 +140,58 @@ def main(argv=None) -> int:
     return 0
 
 
+def _num(v) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def row_cells(r: dict) -> tuple[list[str], str | None]:
+    """The table cells integer top-1, top-5, drop, agreement with float, fake-quant top-1, and the row's
+    footnote: why it has no integer figures (stale: results.json from before the integer evaluation)."""
+    if "integer_model" not in r:  # old results.json: quant_* were the float32 fake-quant figures
+        return ["- (stale)", "-", "-", "-", _num(r.get("quant_top1"))], "stale"
+    fq = r.get("fakequant_top1", None if r["integer_model"] else r.get("quant_top1"))
+    if not r["integer_model"]:
+        return ["-", "-", "-", "-", _num(fq)], r.get("integer_model_reason") or "no integer model"
+    agree = r.get("agreement_int_vs_float", r.get("quant_agreement"))
+    return [_num(r["quant_top1"]), _num(r["quant_top5"]), _num(r["fp_top1"] - r["quant_top1"]),
+            "-" if agree is None else f"{agree:.2f}%", _num(fq)], None
+
+
+def _short_reason(reason: str) -> str:
+    """The reason without the per-node prefix, so rows that fail alike share one footnote."""
+    core = reason.split("has no integer model: ", 1)[-1]
+    head, sep, tail = core.partition(": ")
+    return tail if sep and ("." in head and " " not in head) else core
+
+
 def format_table(results: list[dict]) -> str:
-    lines = ["| row | W/A | top-1 | top-5 | drop vs float | agreement | wall time | command |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| row | W/A | top-1 (integer) | top-5 (integer) | drop vs float | agreement w/ float | "
+             "fake-quant top-1 | wall time | command |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     by_label = {r["label"]: r for r in results}
+    notes: dict[str, list[str]] = {}
     for label, kw, _ in ROWS:  # the bench's order, whichever rows were run
         r = by_label.get(label)
         if r is None:
-            lines.append(f"| {label} | W{kw['w']}A{kw['a']} | not run yet | | | | | |")
+            lines.append(f"| {label} | W{kw['w']}A{kw['a']} | not run yet | | | | | | |")
             continue
-        lines.append(f"| {r['label']} | W{r['n_bits_w']}A{r['n_bits_a']} | {r['quant_top1']:.2f} | "
-                     f"{r['quant_top5']:.2f} | {r['fp_top1'] - r['quant_top1']:.2f} | {r['quant_agreement']:.2f}% | "
-                     f"{r['wall_s'] / 60:.1f} min | `{r['cmd']}` |")
+        cells, note = row_cells(r)
+        if note is not None:
+            note = "stale" if note == "stale" else _short_reason(note)
+            notes.setdefault(note, []).append(label)
+        lines.append(f"| {r['label']} | W{r['n_bits_w']}A{r['n_bits_a']} | " + " | ".join(cells) +
+                     f" | {r['wall_s'] / 60:.1f} min | `{r['cmd']}` |")
     if results:
-        lines.append(f"\nFloat top-1 {results[0]['fp_top1']:.2f} on {results[0].get('n_val', 'the')} val images.")
+        lines.append(f"\nTop-1, top-5, drop and agreement are the integer model's (golden/fast.py, bit for bit "
+                     f"what the hardware computes); fake-quant top-1 is the float32 fake-quant model's. "
+                     f"Float top-1 {results[0]['fp_top1']:.2f} on {results[0].get('n_val', 'the')} val images.")
+    for note, labels in notes.items():
+        if note == "stale":
+            lines.append(f"\n`- (stale)`: {', '.join(labels)}: results from before the integer model was "
+                         f"evaluated (its fake-quant top-1 shown); `make bench-quant BENCH_ARGS='--force "
+                         f"--rows N'` reruns them.")
+        else:
+            lines.append(f"\n`-`: no integer model for {', '.join(labels)}: {note}")
     return "\n".join(lines)
 
 

@@ -16,8 +16,10 @@ from . import distributed as dist
 from .config import QuantConfig
 from .data import UnreadableImageError, calibration_subset, image_folder, loader
 from .engine import quantize
-from .evaluate import accuracy, agreement, predict
-from .export import save_quantized
+from .evaluate import accuracy, agreement, predict, predict_integer, sqnr_db
+from .export import save_quantized, to_ir
+from golden import convert as golden_convert
+from golden.images import pixel_folder
 from golden.malloc_tuning import keep_freed_memory
 from .models import MODELS, ModelSpec, build_model, get_spec
 from .report import format_report
@@ -124,6 +126,48 @@ def check_args(a: argparse.Namespace) -> str | None:
     return None
 
 
+def integer_model_reason(a: argparse.Namespace) -> str | None:
+    """Why these flags give no integer model (the arithmetic the hardware runs); None when they do."""
+    if not a.act_quant:
+        return "weight-only run (no --act_quant): the hardware computes with quantized activations"
+    if a.recipe != "hardware":
+        return (f"--recipe {a.recipe} (asymmetric weights): golden/ and the hardware run the hardware recipe "
+                "only")
+    return None
+
+
+def logit_scale(ir: dict, classes: int) -> np.ndarray:
+    """The logit tensor's scale per class (the IR's ``tensors[graph_output]["scale"]``), float64."""
+    s = ir["tensors"][ir["graph_output"]]["scale"]
+    s = np.abs(np.asarray(s.detach().cpu().numpy() if hasattr(s, "detach") else s, dtype=np.float64)).reshape(-1)
+    return np.broadcast_to(s if s.size > 1 else s.reshape(()), (classes,))
+
+
+def evaluate_integer(a: argparse.Namespace, spec: ModelSpec, crop: float, int_model: dict, ir: dict,
+                     fp_pred: dict, fq_pred: dict, distributed: bool, progress: bool) -> dict:
+    """The integer model on the val images of the float evaluation, as uint8 pixels after the same
+    resize and center crop (golden.images.pixel_folder): the results' integer keys.
+
+    Under torchrun every rank holds the same quantized model, converts it and runs its shard of the
+    images; the shards are gathered in dataset order, as predict() does for the float model.
+    """
+    pixels = pixel_folder(a.data_path, "val", spec.input_size, crop)
+    if a.max_val:
+        pixels = torch.utils.data.Subset(pixels, list(range(min(a.max_val, len(pixels)))))
+    pix_loader = loader(pixels, a.batch_size, a.workers, distributed=distributed)
+    ip = predict_integer(int_model, pix_loader, "integer", progress)
+    if not torch.equal(ip["labels"], fp_pred["labels"]):  # both ImageFolders list val/ in the same order
+        raise RuntimeError("the integer model's val images are not the float evaluation's (labels differ)")
+    acc = accuracy(ip)
+    codes = ip["logits"].numpy()
+    deq = codes * logit_scale(ir, codes.shape[1])
+    agree_fp = agreement(ip, fp_pred)
+    return dict(integer_model=True, quant_top1=acc["top1"], quant_top5=acc["top5"], quant_agreement=agree_fp,
+                agreement_int_vs_float=agree_fp, agreement_int_vs_fakequant=agreement(ip, fq_pred),
+                int_logit_sqnr_db=sqnr_db(fp_pred["logits"].numpy(), deq),
+                integer_conversion_notes=list(int_model["notes"]))
+
+
 def seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -193,8 +237,11 @@ def run(a: argparse.Namespace, spec: ModelSpec, cfg: QuantConfig, argv: list[str
                          techniques=cfg.techniques, recipe=cfg.recipe, num_samples=a.num_samples,
                          iters_w=a.iters_w, iters_a=a.iters_a, n_val=len(val), world_size=dist.world()[1],
                          argv=sys.argv[1:] if argv is None else argv)
+    no_integer = integer_model_reason(a)
+    bits = f"W{a.n_bits_w}A{a.n_bits_a}" if a.act_quant else f"W{a.n_bits_w}A32"
     preds = {}
-    fp_pred = predict(model, val_loader, "float", progress)
+    # the float logits are kept for the integer model's logit SQNR
+    fp_pred = predict(model, val_loader, "float", progress, keep_logits=no_integer is None)
     preds["float"] = fp_pred
     fp = accuracy(fp_pred)
     results.update(fp_top1=fp["top1"], fp_top5=fp["top5"])
@@ -207,18 +254,43 @@ def run(a: argparse.Namespace, spec: ModelSpec, cfg: QuantConfig, argv: list[str
         pr = predict(qm, val_loader, stage.replace("_", "-"), progress)
         acc = accuracy(pr)
         key = "wq" if stage == "weight_only" else "quant"
+        preds[key] = pr
+        # quant_* are the fake-quant figures until the integer model replaces them (below)
         results.update({f"{key}_top1": acc["top1"], f"{key}_top5": acc["top5"],
                         f"{key}_agreement": agreement(fp_pred, pr)})
+        if key == "quant":
+            results.update(fakequant_top1=acc["top1"], fakequant_top5=acc["top5"],
+                           fakequant_agreement=results["quant_agreement"])
         what = f"W{a.n_bits_w}A32 (weight only)" if key == "wq" else (
-            f"W{a.n_bits_w}A{a.n_bits_a}" if a.act_quant else f"W{a.n_bits_w}A32")
+            f"{bits} float32 fake-quant" if no_integer is None else bits)
         log(f"{what} accuracy: top-1 {acc['top1']:.2f}  top-5 {acc['top5']:.2f}  "
             f"(agreement with float {results[f'{key}_agreement']:.2f}%)")
 
     qm, report = quantize(model, [cal_images], cfg, on_stage=on_stage, progress=progress and dist.is_main())
-    results["seconds"] = time.time() - t0
     results["block_sqnr_db"] = report["block_sqnr_db"]
     results["log2_ranges"] = report.get("log2_ranges")
-    results["timing"] = report["timing"]
+    results["timing"] = dict(report["timing"])  # a copy: quantized.pt keeps the report's own timing
+
+    # What the hardware computes: the integer model of the quantized model, on the same val images.
+    if no_integer is None:
+        t = time.time()
+        try:
+            ir = to_ir(qm, a.model, cfg, report, with_state=False)
+            int_model = golden_convert.from_ir(ir)
+        except ValueError as e:  # e.g. no log2 divisor, or formats wider than the machine's
+            no_integer = f"the quantized model has no integer model: {e}"
+        else:
+            results.update(evaluate_integer(a, spec, crop, int_model, ir, fp_pred, preds["quant"], distributed,
+                                            progress))
+            results["timing"]["integer_eval_s"] = time.time() - t
+            log(f"{bits} integer model (the hardware) accuracy: top-1 {results['quant_top1']:.2f}  "
+                f"top-5 {results['quant_top5']:.2f}  (agreement with float {results['agreement_int_vs_float']:.2f}%, "
+                f"with fake-quant {results['agreement_int_vs_fakequant']:.2f}%; "
+                f"logit SQNR vs float {results['int_logit_sqnr_db']:.2f} dB)")
+    if no_integer is not None:
+        results.update(integer_model=False, integer_model_reason=no_integer)
+        log(f"integer model not evaluated: {no_integer}")
+    results["seconds"] = time.time() - t0
     if dist.is_main():
         print(format_report(results), flush=True)
         if a.output:
@@ -227,10 +299,6 @@ def run(a: argparse.Namespace, spec: ModelSpec, cfg: QuantConfig, argv: list[str
             save_quantized(out / "quantized.pt", qm, a.model, cfg, report)
             (out / "results.json").write_text(json.dumps(results, indent=2, default=float))
             print(f"wrote {out / 'results.json'} and {out / 'quantized.pt'}")
-            if a.act_quant and a.recipe == "hardware":
-                # float32 fake-quant round-off moves top-1 by a few tenths (README); the integer model is exact
-                print(f"accuracies above are float32 fake-quant; the integer model the hardware runs: "
-                      f"python -m golden eval --quantized {out / 'quantized.pt'} --data_path {a.data_path}")
     if distributed:
         torch.distributed.destroy_process_group()
     return 0

@@ -20,12 +20,16 @@ def test_cli_writes_results_and_quantized(synthetic_folder, seeded_b0_ckpt, tmp_
                       "--iters_w", "2", "--iters_a", "2", "--test_before_calibration", "--output", str(out)])
     assert rc == 0
     text = capsys.readouterr().out
-    assert "Full-precision accuracy" in text and "W8A8 accuracy" in text and "output SQNR per block" in text
+    assert "Full-precision accuracy" in text and "output SQNR per block" in text
+    assert "W8A8 float32 fake-quant accuracy" in text and "W8A8 integer model (the hardware) accuracy" in text
     r = json.loads((out / "results.json").read_text())
     for key in ("model", "n_bits_w", "n_bits_a", "fp_top1", "quant_top1", "quant_top5", "techniques", "seconds",
-                "wq_top1", "quant_agreement"):
+                "wq_top1", "quant_agreement", "fakequant_top1", "fakequant_top5", "fakequant_agreement",
+                "agreement_int_vs_float", "agreement_int_vs_fakequant", "int_logit_sqnr_db"):
         assert key in r, key
     assert r["techniques"] == ["migration", "shift", "log2"] and r["model"] == "b0-r224"
+    assert r["integer_model"] is True and "integer_eval_s" in r["timing"]
+    assert "quantized W8A8 (integer, the hardware)" in text
     assert 0 <= r["quant_top1"] <= 100 and (out / "quantized.pt").stat().st_size > 100_000
 
 
@@ -49,7 +53,11 @@ def test_vanilla_switches_all_techniques_off(synthetic_folder, seeded_b0_ckpt, t
     out = tmp_path / "v"
     assert main(FAST + ["--data_path", str(synthetic_folder), "--weight_url", str(seeded_b0_ckpt), "--vanilla",
                         "--iters_w", "0", "--iters_a", "0", "--output", str(out)]) == 0
-    assert json.loads((out / "results.json").read_text())["techniques"] == []
+    r = json.loads((out / "results.json").read_text())
+    assert r["techniques"] == []
+    # the hardware divides by shifts only: without the log2 divisor there is no integer model
+    assert r["integer_model"] is False and "log2" in r["integer_model_reason"]
+    assert r["quant_top1"] == r["fakequant_top1"]
 
 
 def test_torchrun_two_processes_match_one(synthetic_folder, seeded_b0_ckpt, tmp_path):
@@ -66,5 +74,8 @@ def test_torchrun_two_processes_match_one(synthetic_folder, seeded_b0_ckpt, tmp_
         assert p.returncode == 0, p.stderr[-3000:]
         runs[n] = json.loads((out / "results.json").read_text())
     assert runs[2]["world_size"] == 2
-    for key in ("fp_top1", "fp_top5", "quant_top1", "quant_top5", "quant_agreement"):
+    for key in ("fp_top1", "fp_top5", "quant_top1", "quant_top5", "quant_agreement", "fakequant_top1",
+                "agreement_int_vs_float", "agreement_int_vs_fakequant", "integer_model"):
         assert runs[1][key] == runs[2][key], key
+    assert runs[2]["integer_model"] is True
+    assert runs[1]["int_logit_sqnr_db"] == pytest.approx(runs[2]["int_logit_sqnr_db"], rel=1e-5)
