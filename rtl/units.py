@@ -53,6 +53,11 @@ def _rmac_engine(cfg: AccelConfig):
     return RmacEngine(cfg)
 
 
+def _regs(cfg: AccelConfig):
+    from rtl.regs import ControlRegsAxi
+    return ControlRegsAxi(cfg)
+
+
 UNITS: dict[str, Callable[[AccelConfig], object]] = {
     # compute engines (engineer #1)
     "mat_engine": _mat_engine,
@@ -64,6 +69,8 @@ UNITS: dict[str, Callable[[AccelConfig], object]] = {
     "divider": _divider,
     "avgpool": _avgpool,
     "layernorm": _layernorm,
+    # control: the AXI4-Lite register block of the top level (arch/regmap.py)
+    "regs": _regs,
 }
 
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("arch", "golden", "quant", "pysim", "rtl", "tb", "flow")
+PACKAGES = ("arch", "golden", "quant", "pysim", "rtl", "tb", "flow", "host")
 
 
 def imports_of(package: str) -> set[str]:
