@@ -11,5 +11,7 @@ project; golden/, pysim/, rtl/, quant/ and tb/ stand on it.
 * :mod:`arch.timing`   pipeline constants of the engines and units
 * :mod:`arch.cost`     one cycle-cost function per machine operation
 * :mod:`arch.program`  the machine program: operations, placement, DRAM image, text form
+* :mod:`arch.encoding` the program in binary, as the machine fetches it
+* :mod:`arch.regmap`   the control registers of the machine (AXI4-Lite)
 * :mod:`arch.compiler` IR + configuration -> program
 """

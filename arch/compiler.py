@@ -19,8 +19,9 @@ The steps, in order (each a small function below):
    intermediate streams through the line buffers (``line``) when its band fits
    them; every other tensor gets activation-buffer space for its live range
    (first fit), else DRAM.
-5. **DRAM layout.**  The image, the logits, each operation's weights and
-   parameter tables, the tensors placed in DRAM.
+5. **DRAM layout.**  The program in binary (arch/encoding.py), the image, the
+   logits, each operation's weights and parameter tables, the tensors placed in
+   DRAM.
 
 The compiler reads formats and shapes only: it needs no weight values, so a
 float model's structure IR compiles too (pysim prices it).
@@ -31,8 +32,9 @@ from . import cost, formats
 from . import graph as arch_graph
 from . import ir as arch_ir
 from .config import AccelConfig
+from .encoding import program_bytes
 from .memory import act_bytes, band_bytes, line_bytes
-from .program import PARAMS, Group, Op, Param, Program, Tensor, align
+from .program import Group, Op, Program, Tensor, align, param_tables
 
 SPLIT_STEPS = 16          # granularity of the R-MAC share of a pointwise conv
 MAX_BANDS = 64            # most row bands tried for a fused group
@@ -116,19 +118,6 @@ def make_groups(ops: list[Op]) -> list[Group]:
 
 
 # --------------------------------------------------------------------------- 3. splits and bands
-def param_tables(op: Op, cfg: AccelConfig) -> list[Param]:
-    """The operation's parameter tables (no addresses yet): lengths from its shape, formats from cfg."""
-    F = formats.formats(cfg)
-    g = op.geom
-    sizes = {"C": op.channels, "CIN": g.get("cin", 0), "HD": g.get("heads", 0) * g.get("dim", 0),
-             "H": g.get("heads", 0), 1: 1}
-    out = []
-    for name, fmt, count in PARAMS.get(op.epilogue, []):
-        n = sizes[count]
-        out.append(Param(name, fmt, n, -1, n * getattr(F, fmt).numpy_dtype.itemsize))
-    return out
-
-
 def weight_bytes(op: Op) -> int:
     g = op.geom
     if op.opcode in ("MAT.CONV", "RMAC.DW", "RMAC.PW"):
@@ -274,7 +263,8 @@ def place(program: Program, cfg: AccelConfig) -> None:
 # --------------------------------------------------------------------------- 5. DRAM layout
 def layout_dram(program: Program) -> None:
     T = program.tensors
-    addr = 0
+    program.program_addr = 0
+    addr = program_bytes(len(program.ops))
     for name in (program.input, program.output):
         T[name].addr, addr = addr, align(addr + T[name].bytes)
     for op in program.ops:

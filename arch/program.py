@@ -11,8 +11,9 @@ A program holds
   placement: ``act`` (the on-chip activation buffer, at ``addr``), ``line``
   (a fused intermediate that streams between two engines band by band and is
   never stored whole) or ``dram`` (at ``addr`` in the DRAM image);
-* ``dram``: the layout of the DRAM image: the input image, the logits, each
-  operation's weights and parameter tables, and the tensors placed there;
+* ``dram``: the layout of the DRAM image: the program itself in binary
+  (arch/encoding.py), the input image, the logits, each operation's weights
+  and parameter tables, and the tensors placed there;
 * ``ops``: the machine operations in issue order.  Each names its engine and
   opcode, the IR node it comes from, its operand tensors, the output channel
   range it computes (``oc0 .. oc1``: a layer split between the two engines is
@@ -34,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .config import AccelConfig
+from .formats import formats
 
 FORMAT = "triovit-program"
 VERSION = 1
@@ -147,6 +149,19 @@ class Group:
     bands: int = 1          # row bands of the intra-layer pipeline (1: none)
 
 
+def param_tables(op: Op, cfg: AccelConfig) -> list[Param]:
+    """The operation's parameter tables (no addresses yet): lengths from its shape, formats from cfg."""
+    F = formats(cfg)
+    g = op.geom
+    sizes = {"C": op.channels, "CIN": g.get("cin", 0), "HD": g.get("heads", 0) * g.get("dim", 0),
+             "H": g.get("heads", 0), 1: 1}
+    out = []
+    for name, fmt, count in PARAMS.get(op.epilogue, []):
+        n = sizes[count]
+        out.append(Param(name, fmt, n, -1, n * getattr(F, fmt).numpy_dtype.itemsize))
+    return out
+
+
 @dataclass
 class Program:
     model: str
@@ -160,6 +175,7 @@ class Program:
     input: str              # tensor names of the image and of the logits
     output: str
     ir_kind: str = "quantized"
+    program_addr: int = 0   # where the binary program (arch/encoding.py) lies in the DRAM image
 
     @property
     def macs(self) -> int:
@@ -173,6 +189,7 @@ class Program:
         return dict(format=FORMAT, version=VERSION, model=self.model, resolution=self.resolution,
                     num_classes=self.num_classes, ir_kind=self.ir_kind, config=self.config.to_dict(),
                     input=self.input, output=self.output, dram_bytes=self.dram_bytes,
+                    program_addr=self.program_addr,
                     tensors={k: asdict(t) for k, t in self.tensors.items()},
                     groups=[asdict(g) for g in self.groups],
                     ops=[asdict(o) for o in self.ops])
@@ -198,7 +215,8 @@ class Program:
                    config=AccelConfig.from_dict(d["config"]),
                    tensors={k: Tensor(**dict(t, shape=tuple(t["shape"]))) for k, t in d["tensors"].items()},
                    ops=ops, groups=[Group(**g) for g in d["groups"]], dram_bytes=d["dram_bytes"],
-                   input=d["input"], output=d["output"], ir_kind=d.get("ir_kind", "quantized"))
+                   input=d["input"], output=d["output"], ir_kind=d.get("ir_kind", "quantized"),
+                   program_addr=d.get("program_addr", 0))
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)

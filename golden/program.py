@@ -8,15 +8,17 @@ integer model (golden/execute.py), on a memory model of the machine (DRAM, the
 activation buffer, the line buffers).  Its logits must equal
 ``execute.run``'s bit for bit; :func:`check` says where they first differ.
 
-What this checks of the program: every address, size and element format,
-the split of a layer between the engines (``oc0 .. oc1``), placement and live
-ranges (a tensor overwritten while still live would corrupt a later read).
+What this checks of the program: that its binary form (arch/encoding.py) carries
+everything the machine needs (:func:`check` decodes the program from the DRAM
+image and runs that), every address, size and element format, the split of a
+layer between the engines (``oc0 .. oc1``), placement and live ranges (a
+tensor overwritten while still live would corrupt a later read).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from arch import formats
+from arch import encoding, formats
 from arch.memory import act_bytes
 from arch.program import Op, Program, Tensor
 
@@ -84,9 +86,12 @@ def _load(mem: np.ndarray, addr: int, count: int, fmt: formats.IntFormat) -> np.
 
 
 def dram_image(program: Program, model: dict) -> np.ndarray:
-    """The DRAM image of ``program`` with the weights and parameters of the integer ``model``."""
+    """The DRAM image of ``program`` with the weights and parameters of the integer ``model``, and the
+    program itself in binary at its address."""
     F = formats.formats(program.config)
     mem = np.zeros(program.dram_bytes, np.uint8)
+    binary = np.frombuffer(encoding.encode(program), np.uint8)
+    mem[program.program_addr:program.program_addr + binary.size] = binary
     nodes = _nodes_by_name(model)
     for op in program.ops:
         node = nodes.get(op.node)
@@ -245,19 +250,23 @@ def run(program: Program, dram: np.ndarray, pixels: np.ndarray, rec: Recorder | 
 
 
 def check(program: Program, model: dict, pixels: np.ndarray, dram: np.ndarray | None = None) -> dict:
-    """Run the program (on ``dram``, default: the image :func:`dram_image` lays out) and the integer
-    model on one image; name the first operation whose output differs."""
+    """Decode the binary program from the DRAM image (``dram``, default: the image :func:`dram_image`
+    lays out) and run it as the machine would, from those bytes alone; run the integer model on the
+    same image; name the first operation whose output differs."""
     env = execute.run(model, pixels, keep=True)
+    dram = dram_image(program, model) if dram is None else dram
+    decoded = encoding.decode(dram, program.program_addr, program.config)
     first_bad: list = []
 
-    def trace(op: Op, mem: Memory):
+    def trace(dop: Op, mem: Memory):
         if first_bad:
             return
-        for name in op.outputs:
+        op = program.ops[dop.index]
+        for name, dname in zip(op.outputs, dop.outputs):
             ref = env.get(name)
             if ref is None or program.tensors[name].shape != tuple(ref.shape[1:]):
                 continue                      # kv / k-sum live inside the integer model's attention node
-            got = mem.read(name)
+            got = mem.read(dname)
             sl = (slice(op.oc0 + op.geom.get("out_offset", 0), op.oc1 + op.geom.get("out_offset", 0)),) \
                 if op.opcode == "MAT.ATTN_QKV" else (slice(op.oc0, op.oc1),) if len(got.shape) else ()
             if not np.array_equal(got[sl], ref[0][sl]):
@@ -265,7 +274,7 @@ def check(program: Program, model: dict, pixels: np.ndarray, dram: np.ndarray | 
                                       mismatches=int((got[sl] != ref[0][sl]).sum())))
 
     st = execute.Stats()
-    logits = run(program, dram_image(program, model) if dram is None else dram, pixels, stats=st, trace=trace)
+    logits = run(decoded, dram, pixels, stats=st, trace=trace)
     ref = env[model["graph_output"]]
     return dict(bit_exact=bool(np.array_equal(logits, ref)) and not first_bad, logits=logits[0].tolist(),
                 reference=ref[0].tolist(), first_difference=first_bad[0] if first_bad else None, macs=st.macs)

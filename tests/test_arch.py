@@ -196,3 +196,45 @@ def test_the_compiler_needs_no_weights(structure):
     prog = compile_ir(ir, PRESETS["paper"])
     assert prog.ir_kind == "structure" and all(dataclasses.asdict(op) for op in prog.ops)
     assert np.all([op.weights >= 0 for op in prog.ops if op.weight_bytes])
+
+
+# --------------------------------------------------------------------------- the binary program
+def test_binary_program_round_trip(structure):
+    from arch import encoding
+    prog = compile_ir(structure["b1-r224"], PRESETS["small"])
+    buf = np.zeros(prog.dram_bytes, np.uint8)
+    blob = np.frombuffer(encoding.encode(prog), np.uint8)
+    assert blob.size == encoding.HEADER_BYTES + len(prog.ops) * encoding.RECORD_BYTES <= \
+        encoding.program_bytes(len(prog.ops))
+    buf[prog.program_addr:prog.program_addr + blob.size] = blob
+    back = encoding.decode(buf, prog.program_addr, prog.config)
+    assert len(back.ops) == len(prog.ops) and [g.bands for g in back.groups] == [g.bands for g in prog.groups]
+    for a, b in zip(prog.ops, back.ops):
+        assert (a.index, a.opcode, a.group, a.epilogue, a.oc0, a.oc1, a.lo, a.hi, a.weights, a.weight_bytes) == \
+               (b.index, b.opcode, b.group, b.epilogue, b.oc0, b.oc1, b.lo, b.hi, b.weights, b.weight_bytes)
+        assert {k: v for k, v in a.geom.items() if k != "macs"} == {k: b.geom[k] for k in a.geom if k != "macs"}
+        assert [(p.name, p.count, p.addr, p.bytes) for p in a.params] == \
+               [(p.name, p.count, p.addr, p.bytes) for p in b.params]
+        for x, y in zip(a.inputs + a.outputs, b.inputs + b.outputs):
+            tx, ty = prog.tensors[x], back.tensors[y]
+            assert (tx.space, tx.shape, tx.bits, tx.signed) == (ty.space, ty.shape, ty.bits, ty.signed)
+            assert tx.space == "line" or tx.addr == ty.addr
+
+
+def test_binary_program_errors(structure):
+    from arch import encoding
+    prog = compile_ir(structure["b0-r224"], PRESETS["tiny"])
+    buf = np.frombuffer(encoding.encode(prog), np.uint8).copy()
+    bad = buf.copy()
+    bad[encoding.HEADER_BYTES + 5 * encoding.RECORD_BYTES] = 0x7F          # op 5's opcode byte
+    with pytest.raises(ValueError, match="op record 5: unknown opcode 127"):
+        encoding.decode(bad, 0, prog.config)
+    with pytest.raises(ValueError, match="compiled for configuration"):
+        encoding.decode(buf, 0, PRESETS["small"])
+    bad = buf.copy()
+    bad[:4] = np.frombuffer(b"XXXX", np.uint8)
+    with pytest.raises(ValueError, match="no program at 0x0"):
+        encoding.decode(bad, 0, prog.config)
+    prog.ops[0].oc1 = 70000
+    with pytest.raises(ValueError, match="oc1 = 70000 does not fit its 16-bit field"):
+        encoding.encode(prog)
