@@ -67,6 +67,11 @@ class AccelConfig:
     act_buffer_kib: int = 512   # on-chip activation buffer (ping-pong total)
     weight_buffer_kib: int = 256
     dram_bytes_per_cycle: float = 96.0  # 19.2 GB/s at 200 MHz
+    # The DMA's AXI4 master port (rtl/dma.py): data width (one beat moves axi_data_bits / 8
+    # bytes), byte-address width, ID width (the DMA drives ID 0; the port keeps the width).
+    axi_data_bits: int = 128
+    axi_addr_bits: int = 40
+    axi_id_bits: int = 1
     # --- timing --------------------------------------------------------------
     clock_mhz: float = 200.0
     # Fabric pipeline stages of a lane's adder tree (log2(mat_mults) when every
@@ -92,6 +97,14 @@ class AccelConfig:
             raise ValueError(f"log2_code_bits={self.log2_code_bits} must lie in 1..8")
         if not 0 <= self.ln_frac_bits <= self.ln_recip_bits:
             raise ValueError(f"ln_frac_bits={self.ln_frac_bits} must lie in [0, ln_recip_bits={self.ln_recip_bits}]")
+        for f, lo, hi in (("axi_data_bits", 32, 512), ("axi_addr_bits", 32, 64), ("axi_id_bits", 1, 16)):
+            v = getattr(self, f)
+            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+                raise ValueError(f"AccelConfig.{f} must be an integer in {lo}..{hi}, got {v!r}")
+        # A power of two (AXI beat sizes are), at most 512 bits: the program format starts DRAM
+        # segments on 64-byte boundaries (arch/program.py ALIGN), which the DMA requires of addresses.
+        if self.axi_data_bits & (self.axi_data_bits - 1):
+            raise ValueError(f"AccelConfig.axi_data_bits must be a power of two, got {self.axi_data_bits}")
         for f in ("clock_mhz", "dram_bytes_per_cycle"):
             v = getattr(self, f)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:

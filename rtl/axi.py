@@ -15,7 +15,7 @@ top level declares its boundary *flat*:
             super().__init__({
                 "aclk": In(1), "aresetn": In(1),
                 **flat_members("s_axi", In(axi_lite_signature(REGMAP_ADDR_WIDTH))),
-                # later: **flat_members("m_axi", Out(<an AXI4 signature>)) for the DMA master
+                **flat_members("m_axi", Out(axi4_signature(cfg.axi_addr_bits, cfg.axi_data_bits, cfg.axi_id_bits))),
                 "irq": Out(1),
             })
 
@@ -59,6 +59,44 @@ def axi_lite_signature(addr_width: int, data_width: int = 32) -> wiring.Signatur
         "bresp": In(2), "bvalid": In(1), "bready": Out(1),
         "araddr": Out(addr_width), "arprot": Out(3), "arvalid": Out(1), "arready": In(1),
         "rdata": In(data_width), "rresp": In(2), "rvalid": In(1), "rready": Out(1),
+    })
+
+
+# AXI4 burst types (AxBURST) and the full-width size code of a data width (AxSIZE = log2(bytes per beat))
+BURST_FIXED, BURST_INCR, BURST_WRAP = 0, 1, 2
+
+
+def axi_size(data_width: int) -> int:
+    """AxSIZE of a beat as wide as the bus: log2 of its bytes."""
+    return (data_width // 8).bit_length() - 1
+
+
+def axi4_signature(addr_width: int, data_width: int, id_width: int = 1) -> wiring.Signature:
+    """AXI4 (full) as the master sees it (``awaddr`` is Out); a slave port is ``In(axi4_signature(...))``.
+
+    Member names are the AXI signal names without the interface prefix, channels in the order AW, W,
+    B, AR, R. The optional signals kept are the ones a DMA master drives with constants and Vivado's
+    packager maps: AxLOCK, AxCACHE, AxPROT, AxQOS; no AxREGION and no USER signals. IDs are present
+    (cocotbext-axi's models require them) with at least one bit.
+    """
+    if data_width < 8 or data_width > 1024 or data_width & (data_width - 1):
+        raise ValueError(f"AXI4 data width must be a power of two in 8..1024, got {data_width}")
+    if id_width < 1:
+        raise ValueError(f"AXI4 ID width must be at least 1, got {id_width}")
+
+    def addr_channel(x):
+        return {f"{x}id": Out(id_width), f"{x}addr": Out(addr_width), f"{x}len": Out(8), f"{x}size": Out(3),
+                f"{x}burst": Out(2), f"{x}lock": Out(1), f"{x}cache": Out(4), f"{x}prot": Out(3),
+                f"{x}qos": Out(4), f"{x}valid": Out(1), f"{x}ready": In(1)}
+
+    return wiring.Signature({
+        **addr_channel("aw"),
+        "wdata": Out(data_width), "wstrb": Out(data_width // 8), "wlast": Out(1), "wvalid": Out(1),
+        "wready": In(1),
+        "bid": In(id_width), "bresp": In(2), "bvalid": In(1), "bready": Out(1),
+        **addr_channel("ar"),
+        "rid": In(id_width), "rdata": In(data_width), "rresp": In(2), "rlast": In(1), "rvalid": In(1),
+        "rready": Out(1),
     })
 
 

@@ -58,6 +58,11 @@ def _regs(cfg: AccelConfig):
     return ControlRegsAxi(cfg)
 
 
+def _dma(cfg: AccelConfig):
+    from rtl.dma import DmaAxi
+    return DmaAxi(cfg)
+
+
 UNITS: dict[str, Callable[[AccelConfig], object]] = {
     # compute engines (engineer #1)
     "mat_engine": _mat_engine,
@@ -71,6 +76,8 @@ UNITS: dict[str, Callable[[AccelConfig], object]] = {
     "layernorm": _layernorm,
     # control: the AXI4-Lite register block of the top level (arch/regmap.py)
     "regs": _regs,
+    # the DMA: AXI4 master for weights, parameters and activations (rtl/dma.py)
+    "dma": _dma,
 }
 
 
