@@ -31,33 +31,80 @@ def tree_depth(cfg: AccelConfig) -> int:
     return (cfg.mat_mults.bit_length() - 1) if cfg.tree_pipeline else 0
 
 
+# ------------------------------------------------------ both compute engines --
+# rtl/mat_engine.py and rtl/rmac_engine.py run a sequence of commands the same way.
+# Each engine has two weight buffers (ping-pong) and a one-deep command slot: a
+# command is accepted while the previous one is issuing (in the cycle that one starts
+# at the earliest), loads its weights into the buffer the issuing command does not read
+# (``W`` beats, one per cycle; 0 when it reuses the buffer loaded last), and starts
+# issuing (``I`` input beats / taps, one per cycle) as soon as its weights are in and
+# the previous command has issued its last beat; the previous command's pipeline drains
+# while it issues.  With the input stream never stalled, the output never
+# back-pressured and the weight stream always available, from the first cmd handshake
+# to the last output handshake inclusive:
+#
+#     cycles = ISSUE + max(START, W[0]) + sum_i max(I[i], W[i+1]) + PIPE     (W[n] = 0)
+#
+# ISSUE = 1 (the first handshake), START = 1 (a first command that loads nothing starts
+# the cycle after its handshake; one that loads starts right after its last weight
+# beat), PIPE the engine's pipeline behind its last issued beat.  Inside a layer the
+# commands have the same W <= I (a command's weights are one beat per reduction word /
+# tap, its input at least that), so only the first command's load and one pipeline
+# drain are exposed: cycles = 1 + W + n*I + PIPE.
+def back_to_back(cmd_cycles: list[int], streamed: bool = False, loads: list[int] | None = None,
+                 pipe: int = 0, issue: int = 1, start: int = 1) -> int:
+    """Cycles of commands issued back to back on a double-buffered engine (the formula above).
+
+    ``cmd_cycles[i]`` are command i's issue cycles ``I[i]``, ``loads[i]`` its weight beats
+    ``W[i]`` (default: none), ``pipe`` the pipeline after the last issued beat.
+    ``streamed`` (what-if, not the RTL): the issue cycles alone, as if the first
+    weight load and the pipeline fill and drain were hidden too.
+    """
+    n = len(cmd_cycles)
+    if n == 0:
+        return 0
+    if streamed:
+        return sum(cmd_cycles)
+    w = list(loads) if loads is not None else [0] * n
+    if len(w) != n:
+        raise ValueError(f"back_to_back: {n} commands but {len(w)} weight loads")
+    w.append(0)
+    return issue + max(start, w[0]) + sum(max(c, w[i + 1]) for i, c in enumerate(cmd_cycles)) + pipe
+
+
 # ---------------------------------------------------------------- MAT engine --
 # rtl/mat_engine.py: one command computes a *tile*: M output channels (lanes) for
 # ``groups`` pixel groups of L pixels (the replicas share the weights), reducing over
-# ``chunks`` words of N taps.  With ``load`` it first takes ``chunks`` weight words
-# (one per cycle); then one input beat per cycle; the result leaves after the
-# multiply stage, T tree levels and the accumulator.  The next command is accepted
-# only when the tile has drained, so tiles add up with no overlap.
+# ``chunks`` words of N taps.  With ``load`` it takes ``chunks`` weight words (W =
+# chunks, one per cycle, into the idle buffer); it issues one input beat per cycle
+# (I = groups * chunks); the result leaves after the multiply stage, T tree levels and
+# the accumulator (PIPE = T + MAT_PIPE).
+def mat_tiles_cycles(cfg: AccelConfig, tiles, streamed: bool = False) -> int:
+    """Tiles ``(chunks, groups)`` or ``(chunks, groups, load)`` (default load) issued back to back:
+    :func:`back_to_back` with I = groups * chunks, W = load * chunks, PIPE = T + 3."""
+    issues, loads = [], []
+    for t in tiles:
+        chunks, groups = t[0], t[1]
+        load = t[2] if len(t) > 2 else True
+        if chunks < 1 or groups < 1:
+            raise ValueError(f"MAT tile needs chunks >= 1 and groups >= 1, got chunks={chunks} groups={groups}")
+        if chunks > cfg.mat_wbuf_words:
+            raise ValueError(f"MAT tile of {chunks} weight words exceeds mat_wbuf_words={cfg.mat_wbuf_words}")
+        issues.append(groups * chunks)
+        loads.append(int(bool(load)) * chunks)
+    return back_to_back(issues, streamed, loads, pipe=tree_depth(cfg) + timing.MAT_PIPE,
+                        issue=timing.MAT_ISSUE, start=timing.MAT_START)
+
+
 def mat_tile_cycles(cfg: AccelConfig, chunks: int, groups: int, load: bool = True, streamed: bool = False) -> int:
-    """cycles(tile) = 1 + load * chunks + groups * chunks + T + 3 (cmd accepted .. last output).
+    """One tile alone (cmd accepted .. last output):
+    ``1 + max(1, load * chunks) + groups * chunks + T + 3``.
 
-    ``streamed`` is a what-if, not the RTL: weights prefetched while the previous
-    tile computes and the drain overlapped with the next tile (groups * chunks).
+    Tiles back to back overlap (:func:`mat_tiles_cycles`): the next tile's weights load while
+    this one issues, and this one's pipeline drains while the next one issues.
+    ``streamed`` (what-if): ``groups * chunks``.
     """
-    if chunks < 1 or groups < 1:
-        raise ValueError(f"MAT tile needs chunks >= 1 and groups >= 1, got chunks={chunks} groups={groups}")
-    if chunks > cfg.mat_wbuf_words:
-        raise ValueError(f"MAT tile of {chunks} weight words exceeds mat_wbuf_words={cfg.mat_wbuf_words}")
-    if streamed:
-        return groups * chunks
-    return timing.MAT_ISSUE + int(load) * chunks + groups * chunks + tree_depth(cfg) + timing.MAT_PIPE
-
-
-def back_to_back(cmd_cycles: list[int], streamed: bool = False) -> int:
-    """Commands issued back to back: the next command is accepted in the cycle the
-    previous one's last output leaves, so consecutive commands share one cycle of the
-    inclusive count."""
-    return sum(cmd_cycles) - (0 if streamed else max(0, len(cmd_cycles) - 1))
+    return mat_tiles_cycles(cfg, [(chunks, groups, load)], streamed)
 
 
 def mat_passes(cfg: AccelConfig, red: int) -> list[int]:
@@ -75,13 +122,14 @@ def mat_matmul_cycles(cfg: AccelConfig, rows: int, red: int, cols: int, load: bo
 
     Rows go to the L replicas (``ceil(rows / L)`` pixel groups), columns to the
     M lanes (``ceil(cols / M)`` tiles, each loading its own weights), the
-    reduction to ``ceil(red / N)`` words, in :func:`mat_passes`.
+    reduction to ``ceil(red / N)`` words, in :func:`mat_passes`; the tiles (column tile
+    by column tile, pass by pass) run back to back (:func:`mat_tiles_cycles`).
     """
     if min(rows, red, cols) < 1:
         raise ValueError(f"MAT op needs positive rows/red/cols, got {rows}/{red}/{cols}")
     groups = cdiv(rows, cfg.replicas)
-    tiles = [mat_tile_cycles(cfg, ch, groups, load, streamed) for ch in mat_passes(cfg, red)]
-    return back_to_back(tiles * cdiv(cols, cfg.mat_lanes), streamed)
+    tiles = [(ch, groups, load) for ch in mat_passes(cfg, red)]
+    return mat_tiles_cycles(cfg, tiles * cdiv(cols, cfg.mat_lanes), streamed)
 
 
 def mat_ideal_cycles(cfg: AccelConfig, macs: int) -> int:
@@ -124,8 +172,10 @@ def mat_attn_qkv_cycles(cfg: AccelConfig, tokens: int, dim: int, streamed: bool 
 # -------------------------------------------------------------- R-MAC engine --
 # rtl/rmac_engine.py: PE (s, t) of replica l owns output pixel s of an output-row
 # segment of S pixels, channel t of T channels; replica l takes output row oy + l
-# (same weights).  One command per group of T channels:
-#     cycles(cmd) = 1 + load*kh*kw + 1 + rows*xsegs*kh*kw + 3
+# (same weights).  One command per group of T channels, back to back
+# (:func:`back_to_back`): W = load * kh * kw weight beats into the idle buffer,
+# I = rows * xsegs * kh * kw taps (a command's first row beat is taken in the cycle it
+# starts, the next row in the cycle of a row's last tap), PIPE = 3;
 # with rows = ceil(Ho / L) output row groups and xsegs = ceil(Wo / S) segments
 # (depthwise), or kh = K input channels, kw = 1, rows = ceil(P / (L*S)), xsegs = 1
 # (pointwise mode; K must fit the weight buffer).
@@ -139,11 +189,29 @@ def rmac_segment_width(cfg: AccelConfig) -> int:
     return (cfg.rmac_rows - 1) * timing.SMAX + timing.KMAX
 
 
+def rmac_cmds_cycles(cmds, streamed: bool = False) -> int:
+    """Commands ``(kh, kw, rows, xsegs)`` or ``(kh, kw, rows, xsegs, load)`` (or dicts with those
+    keys; default load) issued back to back: :func:`back_to_back` with I = rows * xsegs * kh * kw,
+    W = load * kh * kw, PIPE = 3."""
+    issues, loads = [], []
+    for c in cmds:
+        if isinstance(c, dict):
+            kh, kw, rows, xsegs, load = c["kh"], c["kw"], c["rows"], c["xsegs"], c.get("load", True)
+        else:
+            kh, kw, rows, xsegs = c[:4]
+            load = c[4] if len(c) > 4 else True
+        if min(kh, kw, rows, xsegs) < 1:
+            raise ValueError(f"R-MAC command needs kh, kw, rows, xsegs >= 1, got {kh}, {kw}, {rows}, {xsegs}")
+        issues.append(rows * xsegs * kh * kw)
+        loads.append(int(bool(load)) * kh * kw)
+    return back_to_back(issues, streamed, loads, pipe=timing.RMAC_PIPE, issue=timing.RMAC_ISSUE,
+                        start=timing.RMAC_START)
+
+
 def rmac_cmd_cycles(kh: int, kw: int, rows: int, xsegs: int, load: bool = True, streamed: bool = False) -> int:
-    if streamed:   # what-if: weights prefetched, pipeline overlapped with the next command
-        return rows * xsegs * kh * kw
-    return (timing.RMAC_ISSUE + int(load) * kh * kw + timing.RMAC_FIRST_ROW + rows * xsegs * kh * kw
-            + timing.RMAC_PIPE)
+    """One command alone: ``1 + max(1, load*kh*kw) + rows*xsegs*kh*kw + 3``
+    (``streamed``, what-if: ``rows*xsegs*kh*kw``); back to back see :func:`rmac_cmds_cycles`."""
+    return rmac_cmds_cycles([(kh, kw, rows, xsegs, load)], streamed)
 
 
 def rmac_dw_supported(k: int, stride: int, pad: int | None = None) -> bool:
@@ -157,8 +225,8 @@ def rmac_dw_cycles(cfg: AccelConfig, c: int, oh: int, ow: int, k: int, stride: i
     if not rmac_dw_supported(k, stride):
         raise ValueError(f"depthwise conv k={k} stride={stride} not supported by the R-MAC engine "
                          f"(k <= {timing.KMAX}, stride <= {timing.SMAX})")
-    one = rmac_cmd_cycles(k, k, cdiv(oh, cfg.replicas), cdiv(ow, cfg.rmac_rows), streamed=streamed)
-    return back_to_back([one] * cdiv(c, cfg.rmac_cols), streamed)
+    one = (k, k, cdiv(oh, cfg.replicas), cdiv(ow, cfg.rmac_rows))
+    return rmac_cmds_cycles([one] * cdiv(c, cfg.rmac_cols), streamed)
 
 
 def rmac_pw_fits(cfg: AccelConfig, cin: int) -> bool:
@@ -171,8 +239,8 @@ def rmac_pw_cycles(cfg: AccelConfig, cin: int, cout: int, oh: int, ow: int, stre
     if not rmac_pw_fits(cfg, cin):
         raise ValueError(f"R-MAC pointwise with {cin} input channels exceeds its weight buffer "
                          f"({rmac_buffer_depth(cfg)} taps)")
-    one = rmac_cmd_cycles(cin, 1, cdiv(oh * ow, cfg.replicas * cfg.rmac_rows), 1, streamed=streamed)
-    return back_to_back([one] * cdiv(cout, cfg.rmac_cols), streamed)
+    one = (cin, 1, cdiv(oh * ow, cfg.replicas * cfg.rmac_rows), 1)
+    return rmac_cmds_cycles([one] * cdiv(cout, cfg.rmac_cols), streamed)
 
 
 # --------------------------------------------------------- integer units --

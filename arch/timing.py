@@ -8,15 +8,21 @@ testbenches measure).
 from __future__ import annotations
 
 # --- MAT engine (rtl/mat_engine.py) -----------------------------------------------------
-MAT_ISSUE = 1                # the cmd handshake cycle
+# Double-buffered weights: a command waits in a one-deep slot while its weights load into the
+# idle buffer; it starts issuing once they are in and the previous command has issued its
+# last input beat (arch/cost.py's back_to_back has the whole formula).
+MAT_ISSUE = 1                # the cmd handshake cycle of the first command of a sequence
+MAT_START = 1                # a command that loads no weights starts one cycle after its handshake
+                             # (one that loads: right after its last weight beat)
 MAT_PIPE = 3                 # multiply register, accumulate, output register (after the tree levels)
+MAT_GROUPS_BITS = 20         # the cmd's pixel-group count: up to 2^20 - 1 groups per tile
 
 # --- R-MAC engine (rtl/rmac_engine.py) ----------------------------------------------------
 KMAX = 5                     # largest kernel side (5x5 in LiteMLA's aggregation)
 SMAX = 2                     # largest stride
 PADMAX = 2                   # largest padding
-RMAC_ISSUE = 1               # the cmd handshake cycle
-RMAC_FIRST_ROW = 1           # the first row beat of a command
+RMAC_ISSUE = 1               # the cmd handshake cycle of the first command of a sequence
+RMAC_START = 1               # as MAT_START; a command's first row beat is taken in its start cycle
 RMAC_PIPE = 3                # PE input, multiply, accumulate/output
 
 # --- streaming integer units --------------------------------------------------------------

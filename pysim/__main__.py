@@ -92,8 +92,8 @@ def cmd_report(argv) -> int:
     ap.add_argument("--no-rmac-pointwise", action="store_true",
                     help="keep pointwise convs off the R-MAC array (no engine balancing)")
     ap.add_argument("--what-if-streamed", action="store_true",
-                    help="NOT the RTL: engines that prefetch weights and overlap command fill/drain "
-                         "(shows how much of the gap to peak is per-command overhead)")
+                    help="NOT the RTL: every operation priced at its issue cycles alone, with no weight load "
+                         "and no pipeline fill or drain (shows how much of the gap to peak those cost)")
     a = ap.parse_args(argv)
     cfg = apply_overrides(_preset(a.preset), a.clock_mhz, a.dram_gbps, a.dsps)
     ir = model_ir(a.model.strip().lower()) if a.model else a.quantized
@@ -102,7 +102,7 @@ def cmd_report(argv) -> int:
         print(program.listing({o["index"]: o["cycles"] for o in res["ops"]}))
         print()
     if a.what_if_streamed:
-        print("WHAT-IF: command overheads hidden (weights prefetched, fill/drain overlapped); not the RTL")
+        print("WHAT-IF: every operation at its issue cycles alone (no weight load, no fill or drain); not the RTL")
     print("\n".join(report.op_table(res, units=a.units)))
     print()
     print("\n".join(report.kind_summary(res)))

@@ -12,8 +12,8 @@ from arch.program import Program
 
 
 def price(program: Program, streamed: bool = False) -> dict:
-    """Totals, groups and operations of one frame of ``program`` (``streamed``: the what-if of
-    engines that prefetch weights and overlap command fill and drain; not the RTL)."""
+    """Totals, groups and operations of one frame of ``program`` (``streamed``: the what-if of every
+    operation at its issue cycles alone, with no weight load and no fill or drain; not the RTL)."""
     cfg = program.config
     groups, ops = [], []
     for g in program.groups:

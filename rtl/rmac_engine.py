@@ -13,10 +13,11 @@ positions x ``T`` channels (position ``j`` is input column
 ``x0*stride - pad + j``). The engine computes from its own row/column counters
 which positions lie outside the ``h x w`` input and substitutes the channel's
 zero-point code ``z[t]`` (SPEC 0: padding uses the code of real 0), so the
-feeder's values there are ignored. A row beat is loaded into a shift register;
-for ``kx = 0 .. kw-1`` PE ``s`` reads position ``s*stride`` and the register
-shifts by one: each input row is fetched once per segment and reused across
-the ``kw`` taps and the ``S`` pixels.
+feeder's values there are ignored (a flag per position beside the row
+register; the code is substituted as a tap reads the position). A row beat is
+loaded into a shift register; for ``kx = 0 .. kw-1`` PE ``s`` reads position
+``s*stride`` and the register shifts by one: each input row is fetched once per
+segment and reused across the ``kw`` taps and the ``S`` pixels.
 
 Multipliers (rtl/dsp_pack.py): pixels ``2i`` and ``2i+1`` of a replica meet
 channel ``t``'s weight in the same cycle, so each such pair of PEs shares one
@@ -37,21 +38,48 @@ Ports (``amaranth.lib.stream``, element 0 at bit 0):
 * ``cmd``: :meth:`RmacEngine.cmd_layout`: ``kh``, ``kw``, ``stride``, ``pad``, ``pw``,
   ``load``, ``h``/``w`` (input size), ``rows`` (output row groups of L rows;
   pointwise: pixel groups of L*S), ``xsegs`` (segments per output row),
-  ``z[T]``, ``bias[T]``.
+  ``z[T]``, ``bias[T]``. (Unchanged by double buffering.)
 * ``wt``: ``kh*kw`` beats of ``T`` int8 weights (tap ``ky*kw + kx``), when ``load``.
 * ``x``: ``rows * xsegs * kh`` beats of ``L*W_SEG*T`` codes, element
   ``(l*W_SEG + j)*T + t``; order: row group, segment, ky.
 * ``o``: ``rows * xsegs`` beats of ``L*S*T`` int32, element ``(l*S + s)*T + t``.
+* ``busy``: a command has been accepted and its last result is not yet handed over.
 
-Cycle behaviour (no stalls; from the ``cmd`` handshake to the last ``o``
-handshake, inclusive; checked by tb/test_rmac_engine.py, recorded in
-tb/baselines/cycles/rmac_engine/)::
+Double-buffered weights, overlapped commands (as rtl/mat_engine.py): two
+weight buffers (the halves of one memory) and a one-deep slot for the *next*
+command beside the *current* (issuing) one. A ``cmd`` is accepted whenever
+the slot is free (in the cycle the command before it starts, at the
+earliest); with ``load`` its ``wt`` beats go into the buffer the current
+command does not read while the current command issues its taps. The next
+command becomes current once its weights are in (at the earliest in the cycle
+of its last ``wt`` beat) and the current one issues its last tap; in that
+cycle it takes its first row beat, its positions outside the input marked with
+its own ``pad`` / ``h`` / ``w`` / ``stride`` / ``pw``, so its first tap follows
+the previous command's last tap at once while the previous command's products
+drain. ``z``, ``stride`` and ``pw`` act when a tap is issued (the issuing
+command's); the command's ``bias`` travels down the pipeline with the taps.
+``load = 0`` reads the buffer loaded last in command order
+(rtl/rmac_schedule.py ``max_rows`` cuts a pointwise channel group into such
+commands).
 
-    cycles(cmd) = 1 + load*kh*kw + 1 + rows*xsegs*kh*kw + 3
+Cycle behaviour (no stalls: ``x`` always valid, ``o`` always ready, ``wt`` always
+available; from the first ``cmd`` handshake to the last ``o`` handshake,
+inclusive; arch/cost.py's ``rmac_cmds_cycles`` / ``back_to_back``; checked by
+tb/test_rmac_engine.py, recorded in tb/baselines/cycles/rmac_engine/), commands
+``i = 0 .. n-1`` back to back::
+
+    I[i] = rows * xsegs * kh * kw       (taps, one per cycle)
+    W[i] = load * kh * kw               (weight beats), W[n] = 0
+    cycles = 1 + max(1, W[0]) + sum_i max(I[i], W[i+1]) + 3
 
 The next row beat is taken in the cycle of a row's last tap, so taps issue
-back to back; the ``+1`` is the first row beat, ``+3`` the multiply /
-accumulate / output pipeline. Useful MACs: ``Ho*Wo*C*kh*kw`` for a depthwise
+back to back within and across commands; ``+3`` is the PE input / multiply /
+accumulate-output pipeline behind the last tap. A command alone that loads:
+``1 + kh*kw + rows*xsegs*kh*kw + 3`` (one cycle less than before double
+buffering: its first row beat is taken with its last weight beat); one that
+reuses its weights: ``2 + rows*xsegs*kh*kw + 3`` (as before). The
+commands of one layer have the same ``kh*kw <= I``: ``n`` of them take
+``1 + kh*kw + n*I + 3``. Useful MACs: ``Ho*Wo*C*kh*kw`` for a depthwise
 layer, ``ideal = MACs / (L*S*T)``; the gap to ideal is the padding of the last
 segment / row group / channel group.
 """
@@ -120,27 +148,68 @@ class RmacEngine(wiring.Component):
 
     @staticmethod
     def cmd_cycles(kh: int, kw: int, rows: int, xsegs: int, load: bool = True) -> int:
-        """The docstring's formula, defined once in arch/cost.py (tests compare it with the simulation)."""
+        """One command alone: the docstring's formula, defined once in arch/cost.py."""
         return cost.rmac_cmd_cycles(kh, kw, rows, xsegs, load)
+
+    @staticmethod
+    def op_cycles(geometry) -> int:
+        """Commands (dicts of kh, kw, rows, xsegs[, load], as rtl/rmac_schedule.py's ``geometry``)
+        back to back: the docstring's formula, defined once in arch/cost.py (tests compare it
+        with the simulation)."""
+        return cost.rmac_cmds_cycles(geometry)
 
     def elaborate(self, platform):
         m = Module()
-        cfg, S, T, L, WS = self.cfg, self.S, self.T, self.L, self.wseg
+        cfg, S, T, L, WS, D = self.cfg, self.S, self.T, self.L, self.wseg, self.depth
         a_bits = cfg.act_bits
-        cmd = Signal(self.cmd_layout(cfg))
+        cmd_l = self.cmd_layout(cfg)
+        bias_l = data.ArrayLayout(signed(cfg.acc_bits), T)
 
+        # --- two weight buffers (ping-pong): the halves of one memory, buffer b at b*D .. b*D + D-1
         m.submodules.wbuf = wbuf = memory.Memory(shape=data.ArrayLayout(signed(cfg.weight_bits), T),
-                                                 depth=self.depth, init=[])
+                                                 depth=2 * D, init=[])
         wr = wbuf.write_port()
         rd = wbuf.read_port()
+
+        def waddr(buf, tap):
+            if D & (D - 1) == 0:
+                return Cat(tap[:ceil_log2(D)], buf)
+            return Mux(buf, tap + D, tap)
 
         en = Signal()
         m.d.comb += en.eq(~self.o.valid | self.o.ready)
 
-        # counters: tap within the segment, kx within the row, ky row, segment, row group
-        tap = Signal(range(self.depth + 1))
+        # --- the next command: accepted, its weights loading into the idle buffer ------------
+        nxt = Signal(cmd_l)
+        nxt_valid, nxt_loaded, nxt_buf = Signal(), Signal(), Signal()
+        last_buf = Signal()                                   # the buffer loaded last (command order)
+        ltap = Signal(range(D + 1))
+        lkx = Signal(range(KMAX + 1))
+        lky = Signal(range(D + 1))
+        loading = Signal()
+        m.d.comb += [loading.eq(nxt_valid & nxt.load & ~nxt_loaded), self.wt.ready.eq(loading)]
+        wt_fire, l_last_kx, l_last_ky, wt_last = Signal(), Signal(), Signal(), Signal()
+        m.d.comb += [wt_fire.eq(self.wt.valid & loading), l_last_kx.eq(lkx == nxt.kw - 1),
+                     l_last_ky.eq(lky == nxt.kh - 1), wt_last.eq(l_last_kx & l_last_ky),
+                     wr.addr.eq(waddr(nxt_buf, ltap)), wr.data.eq(self.wt.payload), wr.en.eq(wt_fire)]
+        # walk (ky, kx) like the compute loop: no kh*kw multiplier needed
+        with m.If(wt_fire):
+            with m.If(l_last_kx):
+                m.d.sync += lkx.eq(0)
+                with m.If(l_last_ky):
+                    m.d.sync += [ltap.eq(0), lky.eq(0), nxt_loaded.eq(1)]
+                with m.Else():
+                    m.d.sync += [ltap.eq(ltap + 1), lky.eq(lky + 1)]
+            with m.Else():
+                m.d.sync += [ltap.eq(ltap + 1), lkx.eq(lkx + 1)]
+
+        # --- the current command: tap within the segment, kx within the row, ky row, segment,
+        # row group; cur_step: its row register holds a row beat (taps can issue)
+        cur = Signal(cmd_l)
+        cur_valid, cur_buf, cur_step = Signal(), Signal(), Signal()
+        tap = Signal(range(D + 1))
         kx = Signal(range(KMAX + 1))
-        ky = Signal(range(self.depth + 1))
+        ky = Signal(range(D + 1))
         xs = Signal(12)
         rg = Signal(16)
         iy0 = Signal(signed(COORD_BITS))   # oy*stride - pad of replica 0's output row
@@ -148,122 +217,122 @@ class RmacEngine(wiring.Component):
         stepx = Signal(signed(COORD_BITS))  # S*stride
         stepy = Signal(signed(COORD_BITS))  # L*stride
 
-        # the row beat's coordinates: current (ky, xs, rg) while waiting in ROW,
-        # the next ones when a beat is taken in the cycle of a row's last tap
-        last_kx = kx == cmd.kw - 1
-        last_ky = ky == cmd.kh - 1
-        last_xs = xs == cmd.xsegs - 1
-        last_rg = rg == cmd.rows - 1
+        last_kx = kx == cur.kw - 1
+        last_ky = ky == cur.kh - 1
+        last_xs = xs == cur.xsegs - 1
+        last_rg = rg == cur.rows - 1
         n_ky = Signal.like(ky)
         n_ic0, n_iy0 = Signal.like(ic0), Signal.like(iy0)
         m.d.comb += [
             n_ky.eq(Mux(last_ky, 0, ky + 1)),
-            n_ic0.eq(Mux(last_ky, Mux(last_xs, -cmd.pad, ic0 + stepx), ic0)),
+            n_ic0.eq(Mux(last_ky, Mux(last_xs, -cur.pad, ic0 + stepx), ic0)),
             n_iy0.eq(Mux(last_ky & last_xs, iy0 + stepy, iy0)),
         ]
 
-        # row register of each replica: W_SEG positions x T codes, position 0 at bit 0
-        # (vector-wide statements keep the generated Verilog small for the paper preset)
+        issue, done, promote = Signal(), Signal(), Signal()
+        m.d.comb += [issue.eq(cur_valid & cur_step & en),
+                     done.eq(issue & last_kx & last_ky & last_xs & last_rg),
+                     # the next command becomes current once its weights are in (in the cycle of
+                     # its last wt beat at the earliest) and the current one issues its last tap
+                     promote.eq(nxt_valid & (nxt_loaded | (wt_fire & wt_last)) & (~cur_valid | done))]
+
+        # the row beat taken this cycle (x.ready): the current command's first (or stalled) row,
+        # its next row in the cycle of a row's last tap (taps stay back to back), or the promoted
+        # command's first row (its taps follow the previous command's last tap at once). Its
+        # coordinates and the fields that mark its positions outside the input are that command's.
+        load_row = Signal()
+        row_ky, row_ic0, row_iy0 = Signal.like(ky), Signal.like(ic0), Signal.like(iy0)
+        rf_pw, rf_stride, rf_h, rf_w = Signal(), Signal.like(cur.stride), Signal.like(cur.h), Signal.like(cur.w)
+        m.d.comb += [rf_pw.eq(Mux(promote, nxt.pw, cur.pw)), rf_stride.eq(Mux(promote, nxt.stride, cur.stride)),
+                     rf_h.eq(Mux(promote, nxt.h, cur.h)), rf_w.eq(Mux(promote, nxt.w, cur.w))]
+        with m.If(promote):
+            m.d.comb += [self.x.ready.eq(1), row_ky.eq(0), row_ic0.eq(-nxt.pad), row_iy0.eq(-nxt.pad)]
+        with m.Elif(cur_valid & ~cur_step):
+            m.d.comb += [self.x.ready.eq(1), row_ky.eq(ky), row_ic0.eq(ic0), row_iy0.eq(iy0)]
+        with m.Elif(issue & last_kx & ~done):
+            m.d.comb += [self.x.ready.eq(1), row_ky.eq(n_ky), row_ic0.eq(n_ic0), row_iy0.eq(n_iy0)]
+        m.d.comb += load_row.eq(self.x.valid & self.x.ready)
+
+        with m.If(cur_valid & ~cur_step & self.x.valid):
+            m.d.sync += cur_step.eq(1)
+        with m.If(issue):
+            with m.If(last_kx):
+                m.d.sync += [kx.eq(0), ky.eq(n_ky), ic0.eq(n_ic0), iy0.eq(n_iy0)]
+                with m.If(last_ky):
+                    m.d.sync += tap.eq(0)
+                    with m.If(last_xs):
+                        m.d.sync += [xs.eq(0), rg.eq(rg + 1)]
+                    with m.Else():
+                        m.d.sync += xs.eq(xs + 1)
+                with m.Else():
+                    m.d.sync += tap.eq(tap + 1)
+                with m.If(done):
+                    m.d.sync += cur_valid.eq(0)
+                with m.Elif(~self.x.valid):
+                    m.d.sync += cur_step.eq(0)        # the next row beat has not come: wait for it
+            with m.Else():
+                m.d.sync += [kx.eq(kx + 1), tap.eq(tap + 1)]
+        with m.If(promote):
+            m.d.sync += [cur.eq(nxt), cur_buf.eq(nxt_buf), cur_valid.eq(1), cur_step.eq(load_row),
+                         tap.eq(0), kx.eq(0), ky.eq(0), xs.eq(0), rg.eq(0),
+                         iy0.eq(-nxt.pad), ic0.eq(-nxt.pad),
+                         stepx.eq(Mux(nxt.stride == 2, 2 * S, S)),
+                         stepy.eq(Mux(nxt.stride == 2, 2 * L, L)),
+                         nxt_valid.eq(0)]
+
+        # --- accept: a cmd enters the free next-command slot (or the one emptied this cycle); with
+        # load it writes the buffer the current command does not read, else it reuses the last loaded
+        m.d.comb += self.cmd.ready.eq(~nxt_valid | promote)
+        with m.If(self.cmd.valid & self.cmd.ready):
+            p = self.cmd.payload
+            m.d.sync += [nxt.eq(p), nxt_valid.eq(1), nxt_loaded.eq(~p.load), ltap.eq(0), lkx.eq(0), lky.eq(0),
+                         nxt_buf.eq(last_buf ^ p.load), last_buf.eq(last_buf ^ p.load)]
+
+        # --- row register: load, or shift by one per tap ------------------------------------------
+        # (row register of each replica: W_SEG positions x T codes, position 0 at bit 0; beside
+        # it one flag per position: outside the input, i.e. the zero point is substituted when a
+        # tap reads it, with the issuing command's own z. Vector-wide statements keep the
+        # generated Verilog small for the paper preset.)
         PW = T * a_bits
         R = [Signal(WS * PW, name=f"row{l}") for l in range(L)]
-
-        load_row = Signal()       # an x beat is taken this cycle
-        issue = Signal()          # a tap is issued this cycle
-        row_ky, row_ic0, row_iy0 = Signal.like(ky), Signal.like(ic0), Signal.like(iy0)
-        in_flight = Signal()
-        va, fa, la = Signal(), Signal(), Signal()
-        vb, fb, lb = Signal(), Signal(), Signal()
-
-        with m.FSM():
-            with m.State("IDLE"):
-                m.d.comb += self.cmd.ready.eq(~in_flight)
-                with m.If(self.cmd.valid & ~in_flight):
-                    p = self.cmd.payload
-                    m.d.sync += [cmd.eq(p), tap.eq(0), kx.eq(0), ky.eq(0), xs.eq(0), rg.eq(0),
-                                 iy0.eq(-p.pad), ic0.eq(-p.pad),
-                                 stepx.eq(Mux(p.stride == 2, 2 * S, S)),
-                                 stepy.eq(Mux(p.stride == 2, 2 * L, L))]
-                    with m.If(p.load):
-                        m.next = "LOAD"
-                    with m.Else():
-                        m.next = "ROW"
-            with m.State("LOAD"):
-                m.d.comb += [self.wt.ready.eq(1), self.busy.eq(1),
-                             wr.addr.eq(tap), wr.data.eq(self.wt.payload), wr.en.eq(self.wt.valid)]
-                # walk (ky, kx) like the compute loop: no kh*kw multiplier needed
-                with m.If(self.wt.valid):
-                    with m.If(last_kx):
-                        m.d.sync += kx.eq(0)
-                        with m.If(last_ky):
-                            m.d.sync += [tap.eq(0), ky.eq(0)]
-                            m.next = "ROW"
-                        with m.Else():
-                            m.d.sync += [tap.eq(tap + 1), ky.eq(ky + 1)]
-                    with m.Else():
-                        m.d.sync += [tap.eq(tap + 1), kx.eq(kx + 1)]
-            with m.State("ROW"):
-                m.d.comb += [self.busy.eq(1), self.x.ready.eq(1),
-                             row_ky.eq(ky), row_ic0.eq(ic0), row_iy0.eq(iy0)]
-                with m.If(self.x.valid):
-                    m.d.comb += load_row.eq(1)
-                    m.next = "STEP"
-            with m.State("STEP"):
-                m.d.comb += [self.busy.eq(1), issue.eq(en),
-                             row_ky.eq(n_ky), row_ic0.eq(n_ic0), row_iy0.eq(n_iy0)]
-                done = last_kx & last_ky & last_xs & last_rg
-                with m.If(en):
-                    with m.If(last_kx):
-                        m.d.sync += [kx.eq(0), ky.eq(n_ky), ic0.eq(n_ic0), iy0.eq(n_iy0)]
-                        with m.If(last_ky):
-                            m.d.sync += tap.eq(0)
-                            with m.If(last_xs):
-                                m.d.sync += xs.eq(0)
-                                m.d.sync += rg.eq(rg + 1)
-                            with m.Else():
-                                m.d.sync += xs.eq(xs + 1)
-                        with m.Else():
-                            m.d.sync += tap.eq(tap + 1)
-                        with m.If(done):
-                            m.next = "IDLE"
-                        with m.Else():
-                            # take the next row beat now so the taps stay back to back
-                            m.d.comb += self.x.ready.eq(1)
-                            with m.If(self.x.valid):
-                                m.d.comb += load_row.eq(1)
-                            with m.Else():
-                                m.next = "ROW"
-                    with m.Else():
-                        m.d.sync += [kx.eq(kx + 1), tap.eq(tap + 1)]
-
-        # --- row register: load with padding substitution, or shift by one per tap ------
+        Rpad = [Signal(WS, name=f"rowpad{l}") for l in range(L)]
         col_ok = Signal(WS)
         for j in range(WS):
             c = Signal(signed(COORD_BITS + 1), name=f"col{j}")
-            m.d.comb += [c.eq(row_ic0 + j), col_ok[j].eq(cmd.pw | ((c >= 0) & (c < cmd.w)))]
+            m.d.comb += [c.eq(row_ic0 + j), col_ok[j].eq(rf_pw | ((c >= 0) & (c < rf_w)))]
         for l in range(L):
             r = Signal(signed(COORD_BITS + 2), name=f"irow{l}")
-            m.d.comb += r.eq(row_iy0 + Mux(cmd.stride == 2, 2 * l, l) + row_ky)
+            m.d.comb += r.eq(row_iy0 + Mux(rf_stride == 2, 2 * l, l) + row_ky)
             row_ok = Signal(name=f"rowok{l}")
-            m.d.comb += row_ok.eq(cmd.pw | ((r >= 0) & (r < cmd.h)))
-            xrow = self.x.payload.as_value()[l * WS * PW:(l + 1) * WS * PW]
-            zv = cmd.z.as_value()
+            m.d.comb += row_ok.eq(rf_pw | ((r >= 0) & (r < rf_h)))
             with m.If(load_row):
-                m.d.sync += R[l].eq(Cat(*[Mux(row_ok & col_ok[j], xrow[j * PW:(j + 1) * PW], zv)
-                                          for j in range(WS)]))
+                m.d.sync += [R[l].eq(self.x.payload.as_value()[l * WS * PW:(l + 1) * WS * PW]),
+                             Rpad[l].eq(~(col_ok & row_ok.replicate(WS)))]
             with m.Elif(issue):
-                m.d.sync += R[l].eq(R[l] >> PW)
+                m.d.sync += [R[l].eq(R[l] >> PW), Rpad[l].eq(Rpad[l] >> 1)]
 
-        # --- stage A: PE inputs + weight read -------------------------------------------------
+        # --- stage A: PE inputs (zero point where the window leaves the input) + weight read; the
+        # command's bias travels with the data --------------------------------------------------
+        va, fa, la = Signal(), Signal(), Signal()
+        vb, fb, lb = Signal(), Signal(), Signal()
+        ba, bb = Signal(bias_l), Signal(bias_l)
         xa_vec = [[Signal(PW, name=f"xa{l}_{s}") for s in range(S)] for l in range(L)]
-        m.d.comb += [rd.addr.eq(tap), rd.en.eq(en)]
+        zv = cur.z.as_value()
+        m.d.comb += [rd.addr.eq(waddr(cur_buf, tap)), rd.en.eq(en)]
         with m.If(en):
-            m.d.sync += [va.eq(issue), fa.eq(tap == 0), la.eq(last_kx & last_ky)]
+            m.d.sync += [va.eq(issue), fa.eq(tap == 0), la.eq(last_kx & last_ky), ba.eq(cur.bias)]
             for l in range(L):
                 for s in range(S):
+                    # one 4-way choice per PE input, decided once per (replica, pixel): its position
+                    # (stride 1), position 2s (stride 2), channel 0 of its position broadcast to the
+                    # T PEs (pointwise), or the zero point (the position lies outside the input)
                     pos = lambda j: R[l][j * PW:(j + 1) * PW]
-                    dw = Mux(cmd.stride == 2, pos(min(2 * s, WS - 1)), pos(s))
+                    j2 = min(2 * s, WS - 1)
+                    st2 = cur.stride == 2
+                    sel = Signal(2, name=f"xsel{l}_{s}")
+                    m.d.comb += sel.eq(Mux(cur.pw, 2, Mux(Mux(st2, Rpad[l][j2], Rpad[l][s]), 3, st2)))
                     bcast = Cat(*[R[l][s * PW:s * PW + a_bits]] * T)   # pointwise: channel 0 to all PEs
-                    m.d.sync += xa_vec[l][s].eq(Mux(cmd.pw, bcast, dw))
+                    m.d.sync += xa_vec[l][s].eq(Mux(sel[1], Mux(sel[0], zv, bcast), Mux(sel[0], pos(j2), pos(s))))
         xa = [[[xa_vec[l][s][t * a_bits:(t + 1) * a_bits] for t in range(T)] for s in range(S)]
               for l in range(L)]
 
@@ -274,7 +343,7 @@ class RmacEngine(wiring.Component):
         prod = [[[None] * T for s in range(S)] for l in range(L)]
         borrow = [[[None] * T for s in range(S)] for l in range(L)]
         with m.If(en):
-            m.d.sync += [vb.eq(va), fb.eq(fa), lb.eq(la)]
+            m.d.sync += [vb.eq(va), fb.eq(fa), lb.eq(la), bb.eq(ba)]
             for l in range(L):
                 for s in range(S):
                     for t in range(T):
@@ -297,7 +366,7 @@ class RmacEngine(wiring.Component):
                     for t in range(T):
                         acc = Signal(signed(cfg.acc_bits), name=f"acc{l}_{s}_{t}")
                         new = Signal(signed(cfg.acc_bits), name=f"accn{l}_{s}_{t}")
-                        base = Mux(fb, cmd.bias[t], acc)
+                        base = Mux(fb, bb[t], acc)
                         if borrow[l][s][t] is not None:      # the packed pair's correction as carry-in
                             m.d.comb += new.eq(add_carry(base, prod[l][s][t], borrow[l][s][t]))
                         else:
@@ -308,5 +377,6 @@ class RmacEngine(wiring.Component):
             with m.If(lb):
                 m.d.sync += self.o.valid.eq(1)
 
-        m.d.comb += in_flight.eq(va | vb)
+        # busy: a command is accepted and has not handed its last result to the output register
+        m.d.comb += self.busy.eq(nxt_valid | cur_valid | va | vb | self.o.valid)
         return m

@@ -8,6 +8,15 @@ them by the zero-point code, which the testbench proves by sending garbage).
 ``omap`` gives for each output element its flat index in the ``(C, Ho, Wo)``
 result, -1 for padding PEs. ``rmac_pointwise`` does the same for
 ``out[p, c] = bias[c] + sum_k X[p, k] W[c, k]`` with a ``(P, C)`` result.
+
+Weight reuse (``load = 0``): as on the MAT engine (rtl/mat_schedule.py), the
+engine double-buffers its weights and a cmd with ``load = 0`` reads the buffer
+loaded last in command order (the closest earlier cmd with ``load = 1``).
+``rmac_pointwise(..., max_rows=R)`` cuts every channel group's pixel rows into
+cmds of at most R rows, the later ones reusing the weights. A depthwise cmd
+always starts at output row 0 (its padding is computed from there), so row
+bands of a depthwise layer would need a first-row field in the cmd; until then
+every depthwise cmd loads its weights.
 """
 from __future__ import annotations
 
@@ -27,7 +36,7 @@ class RmacPlan:
     x: np.ndarray       # (n_x_beats, L*W_SEG*T)
     omap: np.ndarray    # (n_o_beats, L*S*T)
     shape: tuple        # result shape the flat indices refer to
-    geometry: list[dict]  # per cmd: kh, kw, rows, xsegs (for the cycle formula)
+    geometry: list[dict]  # per cmd: kh, kw, rows, xsegs, load (arch.cost.rmac_cmds_cycles)
 
 
 
@@ -58,7 +67,7 @@ def rmac_depthwise(x, w, bias, z, stride: int, pad: int, cfg: AccelConfig, fill=
         bt[:len(cs)] = bias[cs]
         cmds.append(dict(kh=kh, kw=kw, stride=stride, pad=pad, pw=0, load=1, h=H, w=W, rows=rows,
                          xsegs=xsegs, z=[int(v) for v in zt], bias=[int(v) for v in bt]))
-        geo.append(dict(kh=kh, kw=kw, rows=rows, xsegs=xsegs))
+        geo.append(dict(kh=kh, kw=kw, rows=rows, xsegs=xsegs, load=1))
         wt = np.zeros((kh * kw, T), np.int64)
         wt[:, :len(cs)] = w[cs, 0].reshape(len(cs), kh * kw).T
         wts.append(wt)
@@ -87,8 +96,11 @@ def rmac_depthwise(x, w, bias, z, stride: int, pad: int, cfg: AccelConfig, fill=
     return RmacPlan(cmds, np.concatenate(wts), np.concatenate(xbs), np.concatenate(obs), (C, Ho, Wo), geo)
 
 
-def rmac_pointwise(X, W, bias, cfg: AccelConfig) -> RmacPlan:
-    """``X (P,K)`` codes x ``W (C,K)`` int8 + ``bias (C,)`` on the R-MAC array (pointwise mode)."""
+def rmac_pointwise(X, W, bias, cfg: AccelConfig, max_rows: int | None = None) -> RmacPlan:
+    """``X (P,K)`` codes x ``W (C,K)`` int8 + ``bias (C,)`` on the R-MAC array (pointwise mode).
+
+    ``max_rows``: at most that many rows (of L*S pixels) per cmd; a channel group's later
+    cmds reuse its weights (``load = 0``, no wt beats; the x and o beats are unchanged)."""
     X = np.asarray(X, np.int64)
     W = np.asarray(W, np.int64)
     P, K = X.shape
@@ -101,6 +113,9 @@ def rmac_pointwise(X, W, bias, cfg: AccelConfig) -> RmacPlan:
     bias = np.asarray(bias, np.int64)
     per = L * S
     rows = -(-P // per)
+    block = min(rows, max_rows or rows, (1 << 16) - 1)
+    if block < 1:
+        raise ValueError(f"rmac_pointwise: max_rows must be >= 1, got {max_rows}")
     Xp = np.zeros((rows * per, K), np.int64)
     Xp[:P] = X
     cmds, wts, xbs, obs, geo = [], [], [], [], []
@@ -108,9 +123,11 @@ def rmac_pointwise(X, W, bias, cfg: AccelConfig) -> RmacPlan:
         cs = list(range(c0, min(C, c0 + T)))
         bt = np.zeros(T, np.int64)
         bt[:len(cs)] = bias[cs]
-        cmds.append(dict(kh=K, kw=1, stride=1, pad=0, pw=1, load=1, h=0, w=0, rows=rows, xsegs=1,
-                         z=[0] * T, bias=[int(v) for v in bt]))
-        geo.append(dict(kh=K, kw=1, rows=rows, xsegs=1))
+        for r0 in range(0, rows, block):
+            nr = min(block, rows - r0)
+            cmds.append(dict(kh=K, kw=1, stride=1, pad=0, pw=1, load=int(r0 == 0), h=0, w=0, rows=nr, xsegs=1,
+                             z=[0] * T, bias=[int(v) for v in bt]))
+            geo.append(dict(kh=K, kw=1, rows=nr, xsegs=1, load=int(r0 == 0)))
         wt = np.zeros((K, T), np.int64)
         wt[:, :len(cs)] = W[cs].T
         wts.append(wt)

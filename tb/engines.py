@@ -3,7 +3,8 @@
 ``ops`` entries: ``{"name", "cmds", ...}`` with arrays ``<name>.w``, ``<name>.x``,
 ``<name>.omap`` and optionally ``<name>.expected`` (else give ``"shape"``: the
 engine's outputs are then returned for a chained test, and the stalled run is
-compared with the stall-free one).
+compared with the stall-free one), and optionally ``"beats"`` (per cmd: weight,
+input, output beats) for the overlap report :func:`check_overlap` reads.
 """
 from __future__ import annotations
 
@@ -30,3 +31,18 @@ def run_engine(unit: str, cfg, ops: list[dict], arrays: dict, case: str, gap: fl
     with np.load(res["outputs_npz"]) as z:
         outputs = {k.replace("|", "/"): z[k] for k in z.files}
     return res, outputs
+
+
+def check_overlap(res: dict, op: dict, issues: list[int], loads: list[int]) -> int:
+    """The stall-free run of ``op`` overlapped its cmds as the engines' cycle formula says
+    (arch/cost.py back_to_back): every cmd i >= 1 whose weight load ``loads[i]`` fits in the
+    previous cmd's ``issues[i-1]`` issue cycles took its first weight beat and its first input
+    beat before the previous cmd's last output. Returns how many cmds were checked."""
+    got = res["overlap"][op["name"]]
+    assert len(got) == len(issues) - 1, (op["name"], len(got), len(issues))
+    checked = 0
+    for i in range(1, len(issues)):
+        if loads[i] <= issues[i - 1]:
+            assert got[i - 1] == [1, 1], (op["name"], i, got[i - 1])
+            checked += 1
+    return checked

@@ -134,11 +134,11 @@ def test_engines_bit_exact_with_unpaired_multipliers(unit, cfg):
     if unit == "mat_engine":
         from rtl.mat_engine import MatEngine
         from tb.test_mat_engine import build_ops
-        cycles = lambda op: sum(MatEngine.tile_cycles(cfg, c, g) for c, g in op["tiles"]) - (len(op["tiles"]) - 1)
+        cycles = lambda op: MatEngine.op_cycles(cfg, op["tiles"])  # noqa: E731
     else:
         from rtl.rmac_engine import RmacEngine
         from tb.test_rmac_engine import build_ops
-        cycles = lambda op: sum(RmacEngine.cmd_cycles(**t) for t in op["geometry"]) - (len(op["geometry"]) - 1)
+        cycles = lambda op: RmacEngine.op_cycles(op["geometry"])  # noqa: E731
     ops_list, arrays = build_ops(cfg, seed=5, full=False)
     for op in ops_list:
         op["record"] = None
@@ -166,4 +166,4 @@ def test_rmac_engine_paper_packed():
     res, _ = run_engine("rmac_engine", cfg, ops_list, arrays, "paper_packed", gap=0.2, backpressure=0.2, seed=3)
     for op in ops_list:
         g = op["geometry"]
-        assert res["cycles"][op["name"]] == sum(RmacEngine.cmd_cycles(**t) for t in g) - (len(g) - 1), op["name"]
+        assert res["cycles"][op["name"]] == RmacEngine.op_cycles(g), op["name"]

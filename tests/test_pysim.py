@@ -30,8 +30,26 @@ def test_mat_tile_formula_on_exact_multiples():
     cfg = PAPER  # M = N = 8, L = 16, tree depth 3
     rows, red, cols = 16 * 5, 8 * 7, 8
     assert cost.mat_matmul_cycles(cfg, rows, red, cols) == 1 + 7 + 5 * 7 + 3 + 3
-    # two column tiles run back to back and share one cycle
-    assert cost.mat_matmul_cycles(cfg, rows, red, 16) == 2 * (1 + 7 + 5 * 7 + 3 + 3) - 1
+    # two column tiles back to back: the second tile's weights load while the first issues and
+    # the first one drains while the second issues: one load, one drain
+    assert cost.mat_matmul_cycles(cfg, rows, red, 16) == 1 + 7 + 2 * 5 * 7 + 3 + 3
+    assert cost.mat_tile_cycles(cfg, 7, 5) == 1 + 7 + 5 * 7 + 3 + 3
+
+
+def test_back_to_back_formula():
+    """cycles = 1 + max(1, W0) + sum_i max(I_i, W_{i+1}) + PIPE (arch/cost.py, the engines' docstrings)."""
+    assert cost.back_to_back([10, 10, 10], loads=[4, 4, 4], pipe=6) == 1 + 4 + 30 + 6
+    # a load longer than the previous command's issue holds the next command back
+    assert cost.back_to_back([2, 10], loads=[4, 9], pipe=6) == 1 + 4 + 9 + 10 + 6
+    # a first command that reuses its weights takes one cycle to start; later reuses cost nothing
+    assert cost.back_to_back([5, 5], loads=[0, 0], pipe=3) == 1 + 1 + 10 + 3
+    assert cost.back_to_back([5, 5], streamed=True, loads=[4, 4], pipe=3) == 10
+    assert cost.back_to_back([]) == 0
+    cfg = PAPER   # T = 3: PIPE = 6
+    assert cost.mat_tiles_cycles(cfg, [(7, 1), (7, 1, False), (3, 1)]) == 1 + 7 + 7 + 7 + 3 + 6
+    assert cost.mat_tiles_cycles(cfg, [(2, 1), (7, 3)]) == 1 + 2 + 7 + 21 + 6
+    assert cost.rmac_cmds_cycles([(3, 3, 1, 1), (5, 5, 2, 1, True)]) == 1 + 9 + 25 + 50 + 3
+    assert cost.rmac_cmds_cycles([dict(kh=3, kw=3, rows=2, xsegs=1, load=0)]) == 1 + 1 + 18 + 3
 
 
 def test_mat_cost_grows_with_each_ragged_dimension():
@@ -44,7 +62,11 @@ def test_mat_cost_grows_with_each_ragged_dimension():
 def test_mat_reduction_longer_than_weight_buffer_is_split_into_passes():
     cfg = PAPER.replace(mat_wbuf_words=4)
     one = cost.mat_tile_cycles(cfg, 4, 1)
-    assert cost.mat_matmul_cycles(cfg, 1, 8 * 8, 8) == 2 * one - 1
+    assert one == 1 + 4 + 4 + 3 + 3
+    # pass 2's 4 weight words load while pass 1 issues its 4 beats
+    assert cost.mat_matmul_cycles(cfg, 1, 8 * 8, 8) == 1 + 4 + 2 * 4 + 3 + 3
+    # passes of 4 and 1 words, two column tiles: 4-word loads exceed the 1-word pass's issue
+    assert cost.mat_matmul_cycles(cfg, 1, 8 * 5, 16) == 1 + 4 + max(4, 1) + max(1, 4) + max(4, 1) + 1 + 3 + 3
     with pytest.raises(ValueError, match="exceeds mat_wbuf_words=4"):
         cost.mat_tile_cycles(cfg, 5, 1)
 
@@ -52,8 +74,10 @@ def test_mat_reduction_longer_than_weight_buffer_is_split_into_passes():
 def test_rmac_dw_formula():
     cfg = PAPER  # S = T = 8, L = 16
     # 8 channels, 16 x 8 output: one command, one row group, one segment
-    assert cost.rmac_dw_cycles(cfg, 8, 16, 8, 3, 1) == 1 + 9 + 1 + 9 + 3
-    assert cost.rmac_dw_cycles(cfg, 16, 16, 8, 5, 2) == 2 * (1 + 25 + 1 + 25 + 3) - 1
+    assert cost.rmac_dw_cycles(cfg, 8, 16, 8, 3, 1) == 1 + 9 + 9 + 3
+    # two commands back to back: one weight load, one drain
+    assert cost.rmac_dw_cycles(cfg, 16, 16, 8, 5, 2) == 1 + 25 + 2 * 25 + 3
+    assert cost.rmac_cmd_cycles(5, 5, 1, 1) == 1 + 25 + 25 + 3
     with pytest.raises(ValueError, match="k=7"):
         cost.rmac_dw_cycles(cfg, 8, 8, 8, 7, 1)
 
