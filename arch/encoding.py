@@ -27,9 +27,11 @@ from .program import OPCODES, PARAMS, Group, Op, Program, Tensor, align, param_t
 MAGIC = b"TVPG"
 BINARY_VERSION = 1
 HEADER_BYTES = 64
+HEADER_DRAM_BYTES = 44                 # byte offset of the DRAM image's size in the header
 RECORD_BYTES = 128
 NONE = 0xFFFFFFFF                      # an absent address
 MAX_OPERANDS = 5                       # 3 inputs + 2 outputs
+OPERAND_WORDS = 17                     # record word of the first operand descriptor (3 words each)
 OPCODE_IDS = {name: i + 1 for i, name in enumerate(OPCODES)}       # 0 is never a valid opcode
 EPILOGUE_IDS = {"": 0, **{name: i + 1 for i, name in enumerate(PARAMS)}}
 SPACE_IDS = {"act": 0, "dram": 1, "line": 2}
@@ -114,6 +116,7 @@ def encode(program: Program) -> bytes:
     header = struct.pack("<4sIIII", MAGIC, BINARY_VERSION, len(program.ops), len(program.groups),
                          int(program.config.key()[:8], 16))
     header += b"".join(struct.pack("<3I", *_operand(t)) for t in (t_in, t_out))
+    header += struct.pack("<I", _check(program.dram_bytes, 32, False, "dram_bytes"))
     header += bytes(HEADER_BYTES - len(header))
     lines = line_ids(program)
     return header + b"".join(encode_op(op, program, lines) for op in program.ops)
@@ -156,6 +159,7 @@ def decode(buf: bytes | np.ndarray, base: int, config: AccelConfig) -> Program:
     tensors: dict[str, Tensor] = {}
     hw = struct.unpack_from("<6I", raw, 20)
     t_in, t_out = _decode_operand(hw[0:3], tensors), _decode_operand(hw[3:6], tensors)
+    (dram_bytes,) = struct.unpack_from("<I", raw, HEADER_DRAM_BYTES)
     body = np.asarray(buf, dtype=np.uint8)[base + HEADER_BYTES:base + HEADER_BYTES + n_ops * RECORD_BYTES]
     words_all = np.frombuffer(bytes(body), dtype="<u4").reshape(n_ops, RECORD_BYTES // 4)
     opcodes = {v: k for k, v in OPCODE_IDS.items()}
@@ -173,7 +177,8 @@ def decode(buf: bytes | np.ndarray, base: int, config: AccelConfig) -> Program:
         bands[words[1] >> 16] = g.pop("bands")
         lo, hi = g.pop("lo"), g.pop("hi")
         g.pop("reserved")
-        names = [_decode_operand(words[17 + 3 * i:20 + 3 * i], tensors) for i in range(n_in + n_out)]
+        names = [_decode_operand(words[OPERAND_WORDS + 3 * i:OPERAND_WORDS + 3 * i + 3], tensors)
+                 for i in range(n_in + n_out)]
         op = Op(words[1] & 0xFFFF, opcode, f"op{len(ops)}", words[1] >> 16, names[:n_in], names[n_in:], epilogue,
                 words[2] & 0xFFFF, words[2] >> 16, {k: v for k, v in g.items()}, lo, hi,
                 -1 if words[13] == NONE else words[13], words[14])
@@ -190,5 +195,5 @@ def decode(buf: bytes | np.ndarray, base: int, config: AccelConfig) -> Program:
             tensors[name].first = op.index if tensors[name].first < 0 else tensors[name].first
     prog = Program("(binary)", tensors[t_in].shape[-1], tensors[t_out].shape[0], config, tensors, ops,
                    [Group(i, [op.index for op in ops if op.group == i], bands.get(i, 1)) for i in range(n_groups)],
-                   0, t_in, t_out)
+                   dram_bytes, t_in, t_out)
     return prog

@@ -52,6 +52,18 @@ class IntFormat:
                 return np.dtype(s if self.signed else u)
         return np.dtype(np.int64)
 
+    def pack(self, values, what: str = "values") -> np.ndarray:
+        """``values`` as the bytes memory holds them (little-endian, ``numpy_dtype`` wide), checked."""
+        a = np.asarray(values, dtype=np.int64).reshape(-1)
+        self.check(a, what)
+        return a.astype(self.numpy_dtype).view(np.uint8)
+
+    def unpack(self, raw, count: int) -> np.ndarray:
+        """``count`` values from the bytes ``pack`` wrote (int64)."""
+        dt = self.numpy_dtype
+        buf = np.frombuffer(bytes(raw), np.uint8) if isinstance(raw, (bytes, bytearray)) else np.asarray(raw, np.uint8)
+        return buf[:count * dt.itemsize].view(dt).astype(np.int64)
+
     def fits_in(self, other: "IntFormat") -> bool:
         """Every value of this format is a value of ``other``."""
         return other.lo <= self.lo and self.hi <= other.hi

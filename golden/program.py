@@ -74,15 +74,12 @@ def _nodes_by_name(model: dict) -> dict[str, dict]:
 
 # --------------------------------------------------------------------------- the DRAM image
 def _store(mem: np.ndarray, addr: int, values, fmt: formats.IntFormat, what: str) -> None:
-    a = np.asarray(values, dtype=np.int64).reshape(-1)
-    fmt.check(a, what)
-    raw = a.astype(fmt.numpy_dtype).view(np.uint8)
+    raw = fmt.pack(values, what)
     mem[addr:addr + raw.size] = raw
 
 
 def _load(mem: np.ndarray, addr: int, count: int, fmt: formats.IntFormat) -> np.ndarray:
-    dt = fmt.numpy_dtype
-    return mem[addr:addr + count * dt.itemsize].view(dt).astype(np.int64)
+    return fmt.unpack(mem[addr:addr + count * fmt.numpy_dtype.itemsize], count)
 
 
 def dram_image(program: Program, model: dict) -> np.ndarray:

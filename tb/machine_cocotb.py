@@ -1,0 +1,144 @@
+"""Cocotb side of tb/test_machine.py: the top level (rtl/machine.py) on its Xilinx-named boundary, the
+host driver (host/driver.py registers over cocotbext-axi's AxiLiteMaster, host/machine.py for the
+DRAM image) and cocotbext-axi's AxiRam as the DRAM, with random pauses on all AXI channels, a random
+read latency, and a fault range past ``fault_base`` that answers SLVERR.
+
+Each scenario of ``params["runs"]`` writes the DRAM image (``arrays["image"]``) with its patches
+(``[byte offset, uint32]`` pairs), starts the machine through the driver with its PROGRAM_BASE /
+PROGRAM_OPS overrides, waits for DONE or ERROR with a cycle limit (a hang fails the scenario), and
+reports STATUS, ERROR_CODE, ERROR_OP and the counters, plus the bytes of ``readback`` (an ``[offset,
+length]`` of the image) for the pytest side to check. Assertions live on the pytest side.
+"""
+from __future__ import annotations
+
+import random
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, RisingEdge
+from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
+
+from arch.config import AccelConfig
+from arch.regmap import register_map
+from host.driver import AsyncRegisters, CocotbAxiLite
+from tb.cocotb_kit import load_case, write_result
+
+
+class Env:
+    def __init__(self, dut, p, arrays):
+        self.dut, self.p = dut, p
+        self.cfg = AccelConfig.from_dict(p["config"])
+        self.rng = random.Random(p["seed"])
+        self.image = bytes(arrays["image"].astype("uint8"))
+        self.base = p["base"]
+        self._cycle = 0
+        dut.aresetn.value = 0
+        Clock(dut.aclk, 10, unit="ns").start()
+        self.ram = AxiRam(AxiBus.from_prefix(dut, "m_axi"), dut.aclk, dut.aresetn, reset_active_level=False,
+                          size=1 << self.cfg.axi_addr_bits)
+        self.master = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axi"), dut.aclk, dut.aresetn,
+                                    reset_active_level=False)
+        self.regs = AsyncRegisters(CocotbAxiLite(self.master), register_map(self.cfg))
+        self._fault(p["fault_base"])
+        pause = p["pauses"]
+        if pause:
+            for iface in (self.ram.write_if, self.ram.read_if, self.master.write_if, self.master.read_if):
+                chans = ((iface.aw_channel, iface.w_channel, iface.b_channel) if hasattr(iface, "aw_channel")
+                         else (iface.ar_channel, iface.r_channel))
+                for ch in chans:
+                    ch.set_pause_generator(self._pause_gen(pause))
+        if p["latency"][1]:
+            self._read_latency(*p["latency"])
+
+    def _fault(self, fault_base: int):
+        """Reads and writes at or past ``fault_base`` make the slave model answer SLVERR."""
+        rd, wr = self.ram.read_if, self.ram.write_if
+        orig_read, orig_write = rd._read, wr._write
+
+        async def _read(address, length):
+            if address + length > fault_base:
+                raise OSError(f"read fault at {address:#x}")
+            return await orig_read(address, length)
+
+        async def _write(address, data):
+            if address + len(data) > fault_base:
+                raise OSError(f"write fault at {address:#x}")
+            return await orig_write(address, data)
+
+        rd._read, wr._write = _read, _write
+
+    def _read_latency(self, lo, hi):
+        ar = self.ram.read_if.ar_channel
+        orig = ar.recv
+        rng = random.Random(self.rng.random())
+
+        async def recv():
+            t = await orig()
+            n = rng.randint(lo, hi)
+            if n:
+                await ClockCycles(self.dut.aclk, n)
+            return t
+
+        ar.recv = recv
+
+    def _pause_gen(self, prob):
+        rng = random.Random(self.rng.random())
+        while True:
+            yield rng.random() < prob
+
+    async def reset(self):
+        self.dut.aresetn.value = 0
+        await ClockCycles(self.dut.aclk, 4)
+        self.dut.aresetn.value = 1
+        await ClockCycles(self.dut.aclk, 2)
+
+    async def scenario(self, run: dict) -> dict:
+        img = bytearray(self.image)
+        for off, value in run.get("patches", []):
+            img[off:off + 4] = int(value).to_bytes(4, "little")
+        self.ram.write(self.base, bytes(img))
+        p = self.p
+        program_base = self.base + run.get("program_offset", p["program_offset"])
+        ops = run.get("ops", p["ops"])
+        await self.regs.start(program_base=program_base, ops=ops, dram_base=self.base)
+        limit = run.get("cycle_limit", p["cycle_limit"])
+        start = self._cycle
+        while True:
+            st = await self.regs.status()
+            if st["DONE"] or st["ERROR"]:
+                break
+            if self._cycle - start > limit:
+                break
+            await ClockCycles(self.dut.aclk, 16)
+        # the machine must go idle by itself after DONE / ERROR (the DMA flushes, nothing hangs)
+        idle_wait = 0
+        while (await self.regs.status())["BUSY"] and idle_wait < 2000:
+            await ClockCycles(self.dut.aclk, 8)
+            idle_wait += 8
+        st = await self.regs.status()
+        out = {"name": run["name"], "status": st, "error_code": await self.regs.read("ERROR_CODE"),
+               "error_op": await self.regs.read("ERROR_OP"), "counters": await self.regs.counters(),
+               "hung": not (st["DONE"] or st["ERROR"]), "busy_after": st["BUSY"],
+               "irq": int(self.dut.irq.value)}
+        if "readback" in run:
+            off, n = run["readback"]
+            out["readback"] = list(self.ram.read(self.base + off, n))
+        await self.regs.acknowledge()
+        return out
+
+    async def count(self):
+        self._cycle = 0
+        while True:
+            await RisingEdge(self.dut.aclk)
+            self._cycle += 1
+
+
+@cocotb.test()
+async def machine_runs(dut):
+    p, arrays = load_case()
+    env = Env(dut, p, arrays)
+    cocotb.start_soon(env.count())
+    await env.reset()
+    ident = await env.regs.check_config(env.cfg)
+    results = [await env.scenario(run) for run in p["runs"]]
+    write_result({"ident": ident, "runs": results})
