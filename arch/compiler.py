@@ -233,10 +233,15 @@ def _place_lines(program: Program, group: Group, cfg: AccelConfig) -> None:
             t.window = (nxt.geom.get("k", 1) + nxt.geom.get("stride", 1)) if nxt.opcode == "RMAC.DW" else 1
 
 
-def place(program: Program, cfg: AccelConfig) -> None:
+def place(program: Program, cfg: AccelConfig, on_chip: bool = True) -> None:
     """Line tensors whose band does not fit go to DRAM; every other tensor gets activation-buffer space
-    over its live range (first fit), else DRAM; the image and the logits live in DRAM."""
+    over its live range (first fit), else DRAM; the image and the logits live in DRAM.
+    ``on_chip=False`` puts every tensor in DRAM (the RTL machine's executors stream operands from
+    DRAM: every intermediate can then be read back and compared)."""
     T = program.tensors
+    if not on_chip:
+        for t in T.values():
+            t.space, t.window = "dram", 0
     for g in program.groups:
         for i in g.ops[:-1]:
             t = T[program.ops[i].output]
@@ -279,8 +284,9 @@ def layout_dram(program: Program) -> None:
 
 
 # --------------------------------------------------------------------------- the whole compiler
-def compile_ir(ir, cfg: AccelConfig, resolution: int | None = None, rmac_pointwise: bool = True) -> Program:
-    """The program of ``ir`` (a path or an IR dict) on ``cfg``."""
+def compile_ir(ir, cfg: AccelConfig, resolution: int | None = None, rmac_pointwise: bool = True,
+               on_chip: bool = True) -> Program:
+    """The program of ``ir`` (a path or an IR dict) on ``cfg`` (``on_chip``: see :func:`place`)."""
     ir = arch_ir.load(ir)
     arch_ir.check_formats(ir, cfg)
     graph = arch_graph.infer(ir, resolution)
@@ -303,7 +309,7 @@ def compile_ir(ir, cfg: AccelConfig, resolution: int | None = None, rmac_pointwi
     for g in program.groups:
         choose(program, g, cfg, rmac_pointwise)
     _drop_empty(program)
-    place(program, cfg)
+    place(program, cfg, on_chip)
     layout_dram(program)
     return program
 

@@ -102,7 +102,7 @@ def encode_op(op: Op, program: Program, lines: dict[str, int] | None = None) -> 
     geom = _pack_bits([(_check(int(g.get(n, 0)), b, s, f"op {op.index} {n}"), b) for n, b, s in GEOM_FIELDS])
     words += geom + [0] * (10 - len(geom))
     words += [NONE if op.weights < 0 else op.weights, op.weight_bytes,
-              op.params[0].addr if op.params else NONE, op.param_bytes]
+              op.params[0].addr if op.params else NONE, op.param_span]
     lines = line_ids(program) if lines is None else lines
     for name in operands:
         words += _operand(program.tensors[name], lines.get(name, 0))
@@ -186,9 +186,9 @@ def decode(buf: bytes | np.ndarray, base: int, config: AccelConfig) -> Program:
         for p in param_tables(op, config):
             p.addr, addr = addr, align(addr + p.bytes)
             op.params.append(p)
-        if op.param_bytes != words[16]:
+        if op.param_span != words[16]:
             raise ValueError(f"op record {op.index}: parameter block of {words[16]} bytes, the schema gives "
-                             f"{op.param_bytes}")
+                             f"{op.param_span}")
         ops.append(op)
     for op in ops:
         for name in op.outputs:

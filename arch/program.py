@@ -135,6 +135,14 @@ class Op:
     def param_bytes(self) -> int:
         return sum(p.bytes for p in self.params)
 
+    @property
+    def param_span(self) -> int:
+        """Bytes of the parameter block as laid out: first table's start to the last one's end (the
+        tables' alignment padding included); what the machine reads in one go."""
+        if not self.params:
+            return 0
+        return self.params[-1].addr + self.params[-1].bytes - self.params[0].addr
+
     def param(self, name: str) -> Param:
         for p in self.params:
             if p.name == name:

@@ -36,6 +36,7 @@ from amaranth.lib.wiring import In, Out
 from arch import encoding
 from arch.regmap import ERROR_CODE_BITS, ErrorCode, config_key
 from rtl.dma import cmd_layout, rd_data_layout
+from rtl.record import word
 
 RECORD_BITS = 8 * encoding.RECORD_BYTES
 HEADER_BITS = 8 * encoding.HEADER_BYTES
@@ -58,10 +59,6 @@ def executor_signature() -> wiring.Signature:
         "dram_bytes": Out(32),
         "done": In(1), "error": In(1), "error_code": In(ERROR_CODE_BITS),
     })
-
-
-def word(bits: Signal, i: int):
-    return bits[32 * i:32 * i + 32]
 
 
 class Sequencer(wiring.Component):

@@ -3,7 +3,8 @@ host driver (host/driver.py registers over cocotbext-axi's AxiLiteMaster, host/m
 DRAM image) and cocotbext-axi's AxiRam as the DRAM, with random pauses on all AXI channels, a random
 read latency, and a fault range past ``fault_base`` that answers SLVERR.
 
-Each scenario of ``params["runs"]`` writes the DRAM image (``arrays["image"]``) with its patches
+Each scenario of ``params["runs"]`` writes a DRAM image (``arrays[run["image"]]``, default
+``arrays["image"]``) with its patches
 (``[byte offset, uint32]`` pairs), starts the machine through the driver with its PROGRAM_BASE /
 PROGRAM_OPS overrides, waits for DONE or ERROR with a cycle limit (a hang fails the scenario), and
 reports STATUS, ERROR_CODE, ERROR_OP and the counters, plus the bytes of ``readback`` (an ``[offset,
@@ -29,7 +30,7 @@ class Env:
         self.dut, self.p = dut, p
         self.cfg = AccelConfig.from_dict(p["config"])
         self.rng = random.Random(p["seed"])
-        self.image = bytes(arrays["image"].astype("uint8"))
+        self.images = {k: bytes(v.astype("uint8")) for k, v in arrays.items()}
         self.base = p["base"]
         self._cycle = 0
         dut.aresetn.value = 0
@@ -93,7 +94,7 @@ class Env:
         await ClockCycles(self.dut.aclk, 2)
 
     async def scenario(self, run: dict) -> dict:
-        img = bytearray(self.image)
+        img = bytearray(self.images[run.get("image", "image")])
         for off, value in run.get("patches", []):
             img[off:off + 4] = int(value).to_bytes(4, "little")
         self.ram.write(self.base, bytes(img))
@@ -122,7 +123,7 @@ class Env:
                "irq": int(self.dut.irq.value)}
         if "readback" in run:
             off, n = run["readback"]
-            out["readback"] = list(self.ram.read(self.base + off, n))
+            out["readback"] = self.ram.read(self.base + off, n).hex()
         await self.regs.acknowledge()
         return out
 

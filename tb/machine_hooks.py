@@ -13,7 +13,7 @@ from amaranth import Elaboratable, Module, ResetInserter, Signal
 
 from arch import encoding
 from rtl.machine import Executor
-from rtl.sequencer import word
+from rtl.record import word
 
 
 class EchoExecutor(Executor):

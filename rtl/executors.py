@@ -1,0 +1,16 @@
+"""Which executor runs which opcode: the machine as built (``machine(cfg)``).
+
+An opcode missing here is refused by the sequencer with BAD_OPCODE (rtl/sequencer.py).
+"""
+from __future__ import annotations
+
+from rtl.exec_pool import pool_executor
+from rtl.machine import Machine
+
+EXECUTORS = {
+    "UNIT.POOL": pool_executor,
+}
+
+
+def machine(cfg, **kw) -> Machine:
+    return Machine(cfg, EXECUTORS, **kw)

@@ -1,0 +1,344 @@
+"""Staged executors: load an operation's operands into a local scratch, compute, store the result.
+
+``StagedExecutor(cfg, core)`` is an :class:`rtl.machine.Executor` in three phases:
+
+1. **load**: every input operand, the weights and the parameter block are read from DRAM through the
+   DMA into one byte-wide scratch memory (``cfg.act_buffer_kib`` KiB), each region on an ``ALIGN``
+   (64-byte) boundary: inputs 0..2, weights, parameters, then the outputs' regions;
+2. **compute**: the core (a :class:`Core` subclass per opcode: an engine or an integer unit and the
+   address generation that feeds it) reads and writes the scratch through one read port (data the
+   cycle after the address) and one write port;
+3. **store**: each output's computed slice is written back to DRAM: the channels ``[oc0, oc1)`` of
+   the output (``out_offset + oc0 ..`` for ``MAT.ATTN_QKV``; both outputs whole for ``MAT.ATTN_KV``),
+   so two operations that share an output tensor (a layer split between the engines, the heads of
+   an attention) each write only their own channels. A slice that does not start on a bus word is
+   written from the word below with the leading byte strobes cleared. ``done`` follows the last
+   write response.
+
+An operand that is not in DRAM (the compiler's ``on_chip=False`` placement puts every tensor there)
+or an operation whose regions exceed the scratch stops the program with BAD_GEOMETRY before any of
+it runs. This is the first, correctness-first form of the machine: one byte per cycle in and out of
+the scratch, no overlap of the phases; the compute cores are where the throughput work goes.
+"""
+from __future__ import annotations
+
+from amaranth import Cat, Const, Elaboratable, Module, Mux, ResetInserter, Signal, unsigned
+from amaranth.lib import data, memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from arch import encoding
+from arch.program import ALIGN
+from arch.regmap import ERROR_CODE_BITS, ErrorCode
+from rtl import record as R
+from rtl.machine import Executor
+from rtl.sequencer import RECORD_BITS
+
+MAX_IN, MAX_OUT = 3, 2
+
+
+def scratch_depth(cfg) -> int:
+    return cfg.act_buffer_kib * 1024
+
+
+def core_members(abits: int) -> dict:
+    """A compute core's ports, as the core declares them."""
+    return {
+        "go": In(1), "done": Out(1), "error": Out(1), "error_code": Out(ERROR_CODE_BITS), "busy": Out(1),
+        "record": In(RECORD_BITS),
+        "in_off": In(data.ArrayLayout(abits, MAX_IN)), "w_off": In(abits), "p_off": In(abits),
+        "out_off": In(data.ArrayLayout(abits, MAX_OUT)),
+        "raddr": Out(abits), "rdata": In(8),
+        "waddr": Out(abits), "wdata": Out(8), "wen": Out(1),
+    }
+
+
+class Core(wiring.Component):
+    """Base of the compute cores: ``go`` with the record and the regions' scratch offsets; ``done``
+    (or ``error`` with a code) once the outputs' regions hold the operation's results."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.abits = max(1, (scratch_depth(cfg) - 1).bit_length())
+        super().__init__(core_members(self.abits))
+
+
+class StagedExecutor(Executor):
+    def __init__(self, cfg, core):
+        """``core``: a :class:`Core` subclass (instantiated with ``cfg``)."""
+        self.core_cls = core
+        super().__init__(cfg)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.body = ResetInserter(self.ctl.abort)(_Body(self, self.core_cls(self.cfg)))
+        return m
+
+
+class _Body(Elaboratable):
+    def __init__(self, ex: StagedExecutor, core: Core):
+        self.ex, self.core = ex, core
+
+    def elaborate(self, platform):
+        m = Module()
+        ex, core, cfg = self.ex, self.core, self.ex.cfg
+        ctl = ex.ctl
+        rec = ctl.record
+        B = cfg.axi_data_bits // 8
+        S = scratch_depth(cfg)
+        ab = core.abits
+        m.submodules.core = core
+        m.submodules.scratch = scratch = memory.Memory(shape=unsigned(8), depth=S, init=[])
+        wp = scratch.write_port()
+        rp = scratch.read_port()                       # synchronous: data the cycle after the address
+
+        # --- plan: the regions of the scratch ----------------------------------------------------
+        n_in, n_out = R.n_inputs(rec), R.n_outputs(rec)
+        ops = [R.operand(rec, k) for k in range(encoding.MAX_OPERANDS)]
+        has_w = R.weights_addr(rec) != encoding.NONE
+        has_p = R.params_addr(rec) != encoding.NONE
+        sizes = [Mux(k < n_in, ops[k].size, 0) for k in range(MAX_IN)]
+        sizes += [Mux(has_w, R.weights_bytes(rec), 0), Mux(has_p, R.params_bytes(rec), 0)]
+        offs = []
+        off = 0
+        for i, sz in enumerate(sizes):
+            s = Signal(40, name=f"region{i}")
+            m.d.comb += s.eq(off)
+            offs.append(s)
+            off = R.align(s + sz)
+        out_offs, out_lo, out_hi, out_addr = [], [], [], []
+        is_kv = R.opcode(rec) == encoding.OPCODE_IDS["MAT.ATTN_KV"]
+        is_qkv = R.opcode(rec) == encoding.OPCODE_IDS["MAT.ATTN_QKV"]
+        shift = Mux(is_qkv, R.geom(rec, "out_offset"), 0)
+        for o in range(MAX_OUT):
+            # output o is operand slot n_in + o
+            s = Signal(40, name=f"out_region{o}")
+            size_o, lo_o, hi_o = (Signal(40, name=f"out_{what}{o}") for what in ("size", "lo", "hi"))
+            addr_o = Signal(32, name=f"out_addr{o}")
+            with m.Switch(n_in):
+                for ni in range(MAX_IN + 1):
+                    if ni + o < encoding.MAX_OPERANDS:
+                        with m.Case(ni):
+                            op_ = ops[ni + o]
+                            unit = op_.plane * op_.elem_bytes
+                            m.d.comb += [size_o.eq(Mux(o < n_out, op_.size, 0)), addr_o.eq(op_.addr),
+                                         lo_o.eq(Mux(is_kv, 0, (R.oc0(rec) + shift) * unit)),
+                                         hi_o.eq(Mux(is_kv, op_.size, (R.oc1(rec) + shift) * unit))]
+            m.d.comb += s.eq(off)
+            out_offs.append(s)
+            out_lo.append(lo_o)
+            out_hi.append(hi_o)
+            out_addr.append(addr_o)
+            off = R.align(s + size_o)
+        total = Signal(41)
+        m.d.comb += total.eq(off)
+        not_dram = Signal()
+        m.d.comb += not_dram.eq(Cat(*[(k < n_in + n_out) & (ops[k].space != encoding.SPACE_IDS["dram"])
+                                      for k in range(encoding.MAX_OPERANDS)]).any())
+
+        m.d.comb += [core.record.eq(rec), core.w_off.eq(offs[3]), core.p_off.eq(offs[4])]
+        for i in range(MAX_IN):
+            m.d.comb += core.in_off[i].eq(offs[i])
+        for o in range(MAX_OUT):
+            m.d.comb += core.out_off[o].eq(out_offs[o])
+
+        # --- scratch ports: the core's while it computes, else the load / store sequencer's ----------
+        ld_addr, ld_data, ld_en = Signal(ab), Signal(8), Signal()
+        st_addr = Signal(ab)
+        computing = Signal()
+        m.d.comb += rp.en.eq(1)
+        with m.If(computing):
+            m.d.comb += [rp.addr.eq(core.raddr), wp.addr.eq(core.waddr), wp.data.eq(core.wdata), wp.en.eq(core.wen)]
+        with m.Else():
+            m.d.comb += [rp.addr.eq(st_addr), wp.addr.eq(ld_addr), wp.data.eq(ld_data), wp.en.eq(ld_en)]
+        m.d.comb += core.rdata.eq(rp.data)
+
+        # --- the phases ------------------------------------------------------------------------------
+        item = Signal(range(6))                 # load: inputs 0..2, weights (3), parameters (4)
+        src = Signal(64)
+        dst = Signal(ab)
+        left = Signal(40)                       # bytes still to write into the scratch
+        beat = Signal(8 * B)
+        bidx = Signal(range(B + 1))
+        have = Signal()
+        o_idx = Signal(range(MAX_OUT + 1))
+        pend = Signal(range(MAX_OUT + 1))       # store commands without their write response yet
+        addr_l = [R.operand(rec, k).addr for k in range(MAX_IN)] + [R.weights_addr(rec), R.params_addr(rec)]
+        err = Signal()
+        code = Signal(ERROR_CODE_BITS)
+        m.d.comb += [ctl.error.eq(err), ctl.error_code.eq(code)]
+
+        with m.If(ex.wr_done):
+            m.d.sync += pend.eq(pend - 1)
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(ctl.go):
+                    m.d.sync += item.eq(0)
+                    m.next = "PLAN"
+            with m.State("PLAN"):
+                m.d.comb += ex.busy.eq(1)
+                with m.If(not_dram | (total > S)):
+                    m.d.comb += err.eq(1)
+                    m.d.comb += code.eq(ErrorCode.BAD_GEOMETRY)
+                    m.next = "IDLE"
+                with m.Else():
+                    m.next = "LOAD_NEXT"
+            with m.State("LOAD_NEXT"):
+                m.d.comb += ex.busy.eq(1)
+                with m.Switch(item):
+                    for i in range(5):
+                        with m.Case(i):
+                            m.d.sync += [src.eq(ctl.dram_base + addr_l[i]), dst.eq(offs[i]), left.eq(sizes[i])]
+                    with m.Default():
+                        m.d.sync += left.eq(0)
+                with m.If(item == 5):
+                    m.next = "COMPUTE"
+                with m.Else():
+                    m.next = "LOAD_CMD"
+            with m.State("LOAD_CMD"):
+                m.d.comb += ex.busy.eq(1)
+                with m.If(left == 0):
+                    m.d.sync += item.eq(item + 1)
+                    m.next = "LOAD_NEXT"
+                with m.Else():
+                    m.d.comb += [ex.rd_cmd.valid.eq(1), ex.rd_cmd.payload.addr.eq(src),
+                                 ex.rd_cmd.payload.len.eq(left)]
+                    with m.If(ex.rd_cmd.ready):
+                        m.d.sync += have.eq(0)
+                        m.next = "LOAD_DATA"
+            with m.State("LOAD_DATA"):
+                # one beat at a time: take it, then write its bytes one per cycle
+                m.d.comb += ex.busy.eq(1)
+                with m.If(~have):
+                    m.d.comb += ex.rd_data.ready.eq(1)
+                    with m.If(ex.rd_data.valid):
+                        m.d.sync += [beat.eq(ex.rd_data.payload.data), have.eq(1), bidx.eq(0)]
+                with m.Else():
+                    m.d.comb += [ld_addr.eq(dst), ld_data.eq(beat.word_select(bidx, 8)), ld_en.eq(left != 0)]
+                    with m.If(left != 0):
+                        m.d.sync += [dst.eq(dst + 1), left.eq(left - 1)]
+                    m.d.sync += bidx.eq(bidx + 1)
+                    with m.If(bidx == B - 1):
+                        m.d.sync += have.eq(0)
+                        with m.If(left <= 1):
+                            m.d.sync += item.eq(item + 1)
+                            m.next = "LOAD_NEXT"
+            with m.State("COMPUTE"):
+                m.d.comb += [ex.busy.eq(1), computing.eq(1)]
+                m.d.comb += core.go.eq(~have)
+                m.d.sync += have.eq(1)               # reused: the core has been started
+                with m.If(have & core.error):
+                    m.d.comb += [err.eq(1), code.eq(core.error_code)]
+                    m.next = "IDLE"
+                with m.Elif(have & core.done):
+                    m.d.sync += [o_idx.eq(0), pend.eq(0)]
+                    m.next = "STORE_NEXT"
+            with m.State("STORE_NEXT"):
+                m.d.comb += ex.busy.eq(1)
+                lead = Signal(range(B))
+                start = Signal(64)
+                with m.Switch(o_idx):
+                    for o in range(MAX_OUT):
+                        with m.Case(o):
+                            m.d.comb += start.eq(ctl.dram_base + out_addr[o] + out_lo[o])
+                            m.d.sync += [left.eq(out_hi[o] - out_lo[o] + start[:B.bit_length() - 1]),
+                                         st_addr.eq(out_offs[o] + out_lo[o] - start[:B.bit_length() - 1]),
+                                         src.eq(start & ~(B - 1))]
+                m.d.comb += lead.eq(start[:B.bit_length() - 1])
+                m.d.sync += [bidx.eq(0), have.eq(0)]
+                with m.If((o_idx >= n_out) | (o_idx == MAX_OUT)):
+                    m.next = "STORE_WAIT"
+                with m.Else():
+                    m.d.sync += dst.eq(lead)           # dst: leading bytes to mask in the first beat
+                    m.next = "STORE_CMD"
+            with m.State("STORE_CMD"):
+                m.d.comb += ex.busy.eq(1)
+                with m.If(left == 0):
+                    m.d.sync += o_idx.eq(o_idx + 1)
+                    m.next = "STORE_NEXT"
+                with m.Else():
+                    m.d.comb += [ex.wr_cmd.valid.eq(1), ex.wr_cmd.payload.addr.eq(src),
+                                 ex.wr_cmd.payload.len.eq(left)]
+                    with m.If(ex.wr_cmd.ready):
+                        m.d.sync += [pend.eq(pend + 1 - ex.wr_done), bidx.eq(0)]
+                        m.next = "STORE_FILL"
+            with m.State("STORE_FILL"):
+                # read B bytes (address at i, data at i + 1) into the beat register
+                m.d.comb += ex.busy.eq(1)
+                with m.If(bidx < B):
+                    m.d.sync += st_addr.eq(st_addr + 1)
+                with m.If(bidx != 0):
+                    m.d.sync += beat.word_select((bidx - 1).as_unsigned(), 8).eq(rp.data)
+                m.d.sync += bidx.eq(bidx + 1)
+                with m.If(bidx == B):
+                    m.next = "STORE_BEAT"
+            with m.State("STORE_BEAT"):
+                m.d.comb += ex.busy.eq(1)
+                strb = Signal(B)
+                m.d.comb += strb.eq(~((Const(1, 1) << dst[:B.bit_length() - 1]) - 1))
+                m.d.comb += [ex.wr_data.valid.eq(1), ex.wr_data.payload.data.eq(beat),
+                             ex.wr_data.payload.strb.eq(strb)]
+                with m.If(ex.wr_data.ready):
+                    # the fill left st_addr at the next beat's first byte
+                    m.d.sync += [dst.eq(0), bidx.eq(0)]
+                    with m.If(left <= B):
+                        m.d.sync += [left.eq(0), o_idx.eq(o_idx + 1)]
+                        m.next = "STORE_NEXT"
+                    with m.Else():
+                        m.d.sync += left.eq(left - B)
+                        m.next = "STORE_FILL"
+            with m.State("STORE_WAIT"):
+                m.d.comb += ex.busy.eq(1)
+                with m.If(pend == 0):
+                    m.d.comb += ctl.done.eq(1)
+                    m.next = "IDLE"
+        return m
+
+
+
+class ScalarFetch(wiring.Component):
+    """Reads little-endian integers from the scratch, one byte per cycle: on ``go`` every field of
+    ``fields`` (``(name, bytes, signed)``) from its ``addr.<name>``, into ``value.<name>``
+    (sign-extended to 64 bits where signed); ``done`` pulses after the last byte. A core points its
+    scratch read port at ``raddr`` while ``busy``."""
+
+    def __init__(self, abits: int, fields):
+        self.fields = list(fields)
+        names = [f[0] for f in self.fields]
+        if len(set(names)) != len(names):
+            raise ValueError(f"ScalarFetch: duplicate field names in {names}")
+        super().__init__({
+            "go": In(1), "done": Out(1), "busy": Out(1),
+            "addr": In(data.StructLayout({n: abits for n in names})),
+            "value": Out(data.StructLayout({n: 64 for n in names})),
+            "raddr": Out(abits), "rdata": In(8),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        steps = [(name, b) for name, nbytes, _ in self.fields for b in range(nbytes)]
+        i = Signal(range(len(steps) + 2))
+        raw = {name: Signal(8 * nbytes, name=f"raw_{name}") for name, nbytes, _ in self.fields}
+        for name, nbytes, signed in self.fields:
+            v = raw[name].as_signed() if signed else raw[name]
+            m.d.comb += getattr(self.value, name).eq(v)
+        running, done = Signal(), Signal()
+        m.d.comb += [self.busy.eq(running | self.go), self.done.eq(done)]
+        m.d.sync += done.eq(0)
+        with m.If(self.go):
+            m.d.sync += [running.eq(1), i.eq(1)]
+        with m.Elif(running):
+            m.d.sync += i.eq(i + 1)
+            with m.If(i == len(steps)):
+                m.d.sync += [running.eq(0), done.eq(1)]
+        # the address of step i goes out in cycle i (step 0 with go), its byte is taken in cycle i + 1
+        with m.Switch(Mux(self.go, 0, i)):
+            for k, (name, b) in enumerate(steps):
+                with m.Case(k):
+                    m.d.comb += self.raddr.eq(getattr(self.addr, name) + b)
+        with m.Switch(i):
+            for k, (name, b) in enumerate(steps):
+                with m.Case(k + 1):
+                    with m.If(running):
+                        m.d.sync += raw[name].word_select(b, 8).eq(self.rdata)
+        return m
