@@ -21,20 +21,21 @@ BASE = 0x12_3456_0000
 CFG = PRESETS["tiny"]
 
 
-@pytest.mark.sim
-def test_every_executor_replays_its_operations_bit_exact():
-    from rtl.executors import EXECUTORS, machine
+def replay_failures(executors: dict, case: str, seed: int = 5) -> list[str]:
+    """Replay every operation of the test network whose opcode ``executors`` runs on
+    ``Machine(CFG, executors)``; the list of what differed (empty: all bit-exact)."""
+    from rtl.machine import Machine
     from tests.test_golden_model import images, tiny_ir
     prog, model, image = replay.dram_program(tiny_ir(), CFG)
     states = replay.golden_states(prog, image, images(1)[0])
-    ks = [op.index for op in prog.ops if op.opcode in EXECUTORS]
-    assert ks, "no executor in rtl/executors.py runs an operation of the test network"
+    ks = [op.index for op in prog.ops if op.opcode in executors]
+    assert ks, f"no operation of the test network has an opcode in {sorted(executors)}"
     arrays, runs = {}, []
     for k in ks:
         arrays[f"op{k}"] = replay.single_op_image(prog, k, states[k])
         runs.append({"name": f"op{k}", "image": f"op{k}", "readback": [0, int(image.size)]})
-    res = run_cocotb(unit="machine", make=lambda: machine(CFG), config=CFG, module="tb.machine_cocotb",
-                     case="replay", gen={"executors": sorted(EXECUTORS)}, arrays=arrays, seed=5,
+    res = run_cocotb(unit="machine", make=lambda: Machine(CFG, executors), config=CFG, module="tb.machine_cocotb",
+                     case=case, gen={"executors": sorted(executors)}, arrays=arrays, seed=seed,
                      params={"runs": runs, "base": BASE, "fault_base": BASE + (1 << 24), "program_offset": 0,
                              "ops": 1, "cycle_limit": 2_000_000, "pauses": 0.2, "latency": [0, 8]})
     failures = []
@@ -49,4 +50,11 @@ def test_every_executor_replays_its_operations_bit_exact():
         diff = replay.first_difference(prog, got, states[k + 1])
         if diff is not None:
             failures.append(f"{what}: {diff}")
+    return failures
+
+
+@pytest.mark.sim
+def test_every_executor_replays_its_operations_bit_exact():
+    from rtl.executors import EXECUTORS
+    failures = replay_failures(EXECUTORS, "replay")
     assert not failures, "\n".join(failures)
