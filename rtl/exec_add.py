@@ -1,0 +1,106 @@
+"""``UNIT.ADD``: the residual add with rescale (golden/SPEC.md section 4) on rtl/residual.py's unit.
+
+The core writes one row of the unit's per-channel table per channel (``z_a``, ``z_b``, ``Ma``,
+``Mb``, ``n``, ``z_out``: one-lane rows, the row address is the channel), then streams the two
+input maps element by element in CHW order (channel ``c`` of input 0 beside channel ``c`` of input
+1: golden's ``a`` and ``b``) and writes the results in the same order.
+"""
+from __future__ import annotations
+
+from amaranth import Module, Signal
+
+from rtl import record as R
+from rtl.residual import ResidualAdd
+from rtl.staged import Core, ScalarFetch, StagedExecutor
+
+
+class AddCore(Core):
+    def elaborate(self, platform):
+        m = Module()
+        cfg, rec = self.cfg, self.record
+        fields = [(name, R.param_bytes(cfg, fmt), fmt == "zero_point") for name, fmt, _ in R.PARAMS["add"]]
+        m.submodules.fetch = fetch = ScalarFetch(self.abits, fields)
+        m.submodules.unit = unit = ResidualAdd(cfg, lanes=1)
+        offs = R.param_offsets(m, rec, "add", cfg)
+        c = Signal(16)
+        for name, nbytes, _ in fields:
+            m.d.comb += getattr(fetch.addr, name).eq(self.p_off + offs[name] + c * nbytes)
+        v = fetch.value
+        row = unit.prm.payload.row
+        m.d.comb += [fetch.rdata.eq(self.rdata), unit.lo.eq(R.geom(rec, "lo")), unit.hi.eq(R.geom(rec, "hi")),
+                     unit.prm.payload.group.eq(c), row.za[0].eq(v.z_a), row.zb[0].eq(v.z_b),
+                     row.ma[0].eq(v.Ma), row.mb[0].eq(v.Mb), row.n[0].eq(v.n), row.z[0].eq(v.z_out)]
+
+        x = R.operand(rec, 0)
+        channels = Signal(16)
+        m.d.comb += channels.eq(R.oc1(rec) - R.oc0(rec))
+        n_elem = Signal(40)
+        m.d.comb += n_elem.eq(channels * x.plane)
+        pa, pb, po = Signal(self.abits), Signal(self.abits), Signal(self.abits)
+        a_code = Signal(8)
+        fc, fp = Signal(16), Signal(32)         # channel (the table row) and pixel being fed
+        sent, outs = Signal(40), Signal(40)
+
+        # results come back in input order: one write pointer
+        m.d.comb += unit.o.ready.eq(1)
+        with m.If(unit.o.valid):
+            m.d.comb += [self.waddr.eq(po), self.wdata.eq(unit.o.payload.q[0]), self.wen.eq(1)]
+            m.d.sync += [po.eq(po + 1), outs.eq(outs + 1)]
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.raddr.eq(fetch.raddr)
+                with m.If(self.go):
+                    m.d.comb += fetch.go.eq(1)
+                    m.d.sync += c.eq(0)
+                    m.next = "PARAMS"
+            with m.State("PARAMS"):
+                m.d.comb += [self.busy.eq(1), self.raddr.eq(fetch.raddr)]
+                with m.If(fetch.done):
+                    m.next = "ROW"
+            with m.State("ROW"):
+                # the fetched values of channel c into the unit's table (always ready)
+                m.d.comb += [self.busy.eq(1), unit.prm.valid.eq(1), self.raddr.eq(fetch.raddr)]
+                with m.If(c == channels - 1):
+                    start = Signal(40)
+                    m.d.comb += start.eq(R.oc0(rec) * x.plane)
+                    m.d.sync += [pa.eq(self.in_off[0] + start), pb.eq(self.in_off[1] + start),
+                                 po.eq(self.out_off[0] + start), sent.eq(0), outs.eq(0), fc.eq(0), fp.eq(0)]
+                    m.next = "READ_A"
+                with m.Else():
+                    m.d.sync += c.eq(c + 1)
+                    m.next = "NEXT_ROW"
+            with m.State("NEXT_ROW"):
+                m.d.comb += [self.busy.eq(1), self.raddr.eq(fetch.raddr), fetch.go.eq(1)]
+                m.next = "PARAMS"
+            with m.State("READ_A"):
+                m.d.comb += [self.busy.eq(1), self.raddr.eq(pa)]
+                m.next = "READ_B"
+            with m.State("READ_B"):
+                m.d.comb += [self.busy.eq(1), self.raddr.eq(pb)]
+                m.d.sync += a_code.eq(self.rdata)
+                m.next = "PUSH"
+            with m.State("PUSH"):
+                # b's code is on rdata (its address held); the unit joins a and b
+                m.d.comb += [self.busy.eq(1), self.raddr.eq(pb),
+                             unit.a.valid.eq(1), unit.b.valid.eq(1),
+                             unit.a.payload.x[0].eq(a_code), unit.b.payload.x[0].eq(self.rdata),
+                             unit.a.payload.group.eq(fc), unit.b.payload.group.eq(fc)]
+                with m.If(unit.a.ready):
+                    m.d.sync += [pa.eq(pa + 1), pb.eq(pb + 1), sent.eq(sent + 1), fp.eq(fp + 1)]
+                    with m.If(fp == x.plane - 1):
+                        m.d.sync += [fp.eq(0), fc.eq(fc + 1)]
+                    with m.If(sent == n_elem - 1):
+                        m.next = "DRAIN"
+                    with m.Else():
+                        m.next = "READ_A"
+            with m.State("DRAIN"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(outs == n_elem):
+                    m.d.comb += self.done.eq(1)
+                    m.next = "IDLE"
+        return m
+
+
+def add_executor(cfg) -> StagedExecutor:
+    return StagedExecutor(cfg, AddCore)
