@@ -18,7 +18,7 @@ class AddCore(Core):
     def elaborate(self, platform):
         m = Module()
         cfg, rec = self.cfg, self.record
-        fields = [(name, R.param_bytes(cfg, fmt), fmt == "zero_point") for name, fmt, _ in R.PARAMS["add"]]
+        fields = R.param_fields(cfg, "add")
         m.submodules.fetch = fetch = ScalarFetch(self.abits, fields)
         m.submodules.unit = unit = ResidualAdd(cfg, lanes=1)
         offs = R.param_offsets(m, rec, "add", cfg)

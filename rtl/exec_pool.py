@@ -18,8 +18,7 @@ class PoolCore(Core):
     def elaborate(self, platform):
         m = Module()
         cfg, rec = self.cfg, self.record
-        fields = [(name, R.param_bytes(cfg, fmt), fmt == "zero_point") for name, fmt, _ in
-                  R.PARAMS["pool"]]
+        fields = R.param_fields(cfg, "pool")
         m.submodules.fetch = fetch = self._fetch = ScalarFetch(self.abits, fields)
         m.submodules.unit = unit = self._unit = GlobalAvgPool(cfg, lanes=1)
         offs = R.param_offsets(m, rec, "pool", cfg)

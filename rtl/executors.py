@@ -5,12 +5,14 @@ An opcode missing here is refused by the sequencer with BAD_OPCODE (rtl/sequence
 from __future__ import annotations
 
 from rtl.exec_add import add_executor
+from rtl.exec_lnorm import lnorm_executor
 from rtl.exec_pool import pool_executor
 from rtl.machine import Machine
 
 EXECUTORS = {
     "UNIT.ADD": add_executor,
     "UNIT.POOL": pool_executor,
+    "UNIT.LNORM": lnorm_executor,
 }
 
 

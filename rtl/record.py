@@ -132,3 +132,14 @@ def param_offsets(m, record: Value, epilogue: str, cfg: AccelConfig) -> dict[str
 def param_bytes(cfg: AccelConfig, fmt: str) -> int:
     """Bytes of one stored entry of a parameter table of element format ``fmt``."""
     return getattr(formats(cfg), fmt).numpy_dtype.itemsize
+
+
+def param_fields(cfg: AccelConfig, epilogue: str, names=None) -> list[tuple[str, int, bool]]:
+    """``(name, entry bytes, signed)`` of the tables of ``epilogue`` (all, or ``names`` in that order):
+    what :class:`rtl.staged.ScalarFetch` takes."""
+    F = formats(cfg)
+    fmts = {name: fmt for name, fmt, _ in PARAMS[epilogue]}
+    unknown = set(names or ()) - set(fmts)
+    if unknown:
+        raise ValueError(f"epilogue {epilogue!r} has no tables {sorted(unknown)}")
+    return [(n, param_bytes(cfg, fmts[n]), getattr(F, fmts[n]).signed) for n in (names or fmts)]

@@ -11,3 +11,10 @@ def test_add_executor_is_bit_exact():
     from rtl.exec_add import add_executor
     failures = replay_failures({"UNIT.ADD": add_executor}, "exec_add")
     assert not failures, "\n".join(failures)
+
+
+@pytest.mark.sim
+def test_lnorm_executor_is_bit_exact():
+    from rtl.exec_lnorm import lnorm_executor
+    failures = replay_failures({"UNIT.LNORM": lnorm_executor}, "exec_lnorm")
+    assert not failures, "\n".join(failures)
