@@ -12,17 +12,24 @@ length]`` of the image) for the pytest side to check. Assertions live on the pyt
 """
 from __future__ import annotations
 
+import os
 import random
+import time
+from pathlib import Path
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.utils import get_sim_time
+from cocotb.triggers import ClockCycles, First, RisingEdge
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 
 from arch.config import AccelConfig
 from arch.regmap import register_map
 from host.driver import AsyncRegisters, CocotbAxiLite
 from tb.cocotb_kit import load_case, write_result
+
+
+PERIOD_NS = 10
 
 
 class Env:
@@ -32,9 +39,8 @@ class Env:
         self.rng = random.Random(p["seed"])
         self.images = {k: bytes(v.astype("uint8")) for k, v in arrays.items()}
         self.base = p["base"]
-        self._cycle = 0
         dut.aresetn.value = 0
-        Clock(dut.aclk, 10, unit="ns").start()
+        Clock(dut.aclk, PERIOD_NS, unit="ns").start()
         self.ram = AxiRam(AxiBus.from_prefix(dut, "m_axi"), dut.aclk, dut.aresetn, reset_active_level=False,
                           size=1 << self.cfg.axi_addr_bits)
         self.master = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axi"), dut.aclk, dut.aresetn,
@@ -101,16 +107,23 @@ class Env:
         p = self.p
         program_base = self.base + run.get("program_offset", p["program_offset"])
         ops = run.get("ops", p["ops"])
-        await self.regs.start(program_base=program_base, ops=ops, dram_base=self.base)
+        t0 = time.monotonic()
+        use_irq = bool(run.get("irq"))
+        await self.regs.start(program_base=program_base, ops=ops, dram_base=self.base, irq=use_irq)
         limit = run.get("cycle_limit", p["cycle_limit"])
-        start = self._cycle
-        while True:
-            st = await self.regs.status()
-            if st["DONE"] or st["ERROR"]:
-                break
-            if self._cycle - start > limit:
-                break
-            await ClockCycles(self.dut.aclk, 16)
+        if use_irq:
+            # long runs: sleep on the interrupt line instead of polling the bus
+            if not int(self.dut.irq.value):
+                await First(RisingEdge(self.dut.irq), ClockCycles(self.dut.aclk, limit))
+        else:
+            start = self._cycle
+            while True:
+                st = await self.regs.status()
+                if st["DONE"] or st["ERROR"]:
+                    break
+                if self._cycle - start > limit:
+                    break
+                await ClockCycles(self.dut.aclk, 16)
         # the machine must go idle by itself after DONE / ERROR (the DMA flushes, nothing hangs)
         idle_wait = 0
         while (await self.regs.status())["BUSY"] and idle_wait < 2000:
@@ -120,25 +133,29 @@ class Env:
         out = {"name": run["name"], "status": st, "error_code": await self.regs.read("ERROR_CODE"),
                "error_op": await self.regs.read("ERROR_OP"), "counters": await self.regs.counters(),
                "hung": not (st["DONE"] or st["ERROR"]), "busy_after": st["BUSY"],
-               "irq": int(self.dut.irq.value)}
+               "irq": int(self.dut.irq.value), "sim_s": time.monotonic() - t0, "cycle": self._cycle}
         if "readback" in run:
             off, n = run["readback"]
-            out["readback"] = self.ram.read(self.base + off, n).hex()
+            raw = self.ram.read(self.base + off, n)
+            if run.get("readback_file"):          # large images go to a file of the run's folder
+                path = Path(os.environ["TB_CASE_DIR"]) / run["readback_file"]
+                path.write_bytes(raw)
+                out["readback_file"] = str(path)
+            else:
+                out["readback"] = raw.hex()
         await self.regs.acknowledge()
         return out
 
-    async def count(self):
-        self._cycle = 0
-        while True:
-            await RisingEdge(self.dut.aclk)
-            self._cycle += 1
+    @property
+    def _cycle(self) -> int:
+        """Clock cycles since time 0 (from the simulated time: no per-cycle Python callback)."""
+        return get_sim_time(unit="ns") // PERIOD_NS
 
 
 @cocotb.test()
 async def machine_runs(dut):
     p, arrays = load_case()
     env = Env(dut, p, arrays)
-    cocotb.start_soon(env.count())
     await env.reset()
     ident = await env.regs.check_config(env.cfg)
     results = [await env.scenario(run) for run in p["runs"]]

@@ -41,6 +41,25 @@ def golden_states(prog: Program, image: np.ndarray, pixels) -> list[np.ndarray]:
     return states
 
 
+def golden_final(prog: Program, image: np.ndarray, pixels) -> np.ndarray:
+    """DRAM after the whole program: with every tensor at its own DRAM address it holds every
+    intermediate result too."""
+    from golden import program
+    last = {}
+    program.run(prog, image, pixels, trace=lambda op, mem: last.__setitem__("dram", mem.dram))
+    return last["dram"].copy()
+
+
+def first_bad_op(prog: Program, got: np.ndarray, want: np.ndarray) -> int | None:
+    """The first operation (in program order) whose output channels differ between two final images."""
+    for op in prog.ops:
+        for name in op.outputs:
+            t = prog.tensors[name]
+            if t.space == "dram" and not np.array_equal(got[t.addr:t.addr + t.bytes], want[t.addr:t.addr + t.bytes]):
+                return op.index
+    return None
+
+
 def single_op_program(prog: Program, k: int) -> Program:
     op = dataclasses.replace(prog.ops[k], index=0, group=0)
     return dataclasses.replace(prog, ops=[op], groups=[Group(0, [0], prog.groups[prog.ops[k].group].bands)])
