@@ -17,7 +17,7 @@ run. CYCLES counts the cycles of the run, the per-engine counters the cycles an 
 engine (or the DMA) was busy.
 
 ``executors`` maps opcode names (arch/program.py ``OPCODES``) to factories ``f(cfg) ->`` an
-:class:`Executor`. An opcode without one is refused with BAD_OPCODE before anything of the
+:class:`Executor`; opcodes mapped to the same factory share one instance (one engine). An opcode without one is refused with BAD_OPCODE before anything of the
 operation runs: a build says exactly what it executes (``Machine.opcodes``).
 """
 from __future__ import annotations
@@ -100,18 +100,32 @@ class Machine(wiring.Component):
         # executors; the DMA's streams go to the running one, else to the sequencer
         busy = {e: Signal(name=f"busy_{e.lower()}") for e in ENGINES}
         m.d.comb += busy["DMA"].eq(dma.busy)
-        ex_list = []
-        busy_of = {e: [] for e in ENGINES}
+        # one instance per factory: opcodes that name the same factory share its executor (and engine)
+        instances, owners = [], []          # executor, the sequencer's owner bits (opcodes) it answers
+        by_factory = {}
         for i, name in enumerate(self.opcodes):
-            ex = self.executors[name](cfg)
-            m.submodules[f"ex_{name.lower().replace('.', '_')}"] = ex
-            ex_list.append(ex)
-            m.d.comb += [ex.ctl.go.eq(seq.exec.go & seq.owner[i]), ex.ctl.abort.eq(seq.exec.abort & seq.owner[i]),
+            f = self.executors[name]
+            if f not in by_factory:
+                by_factory[f] = len(instances)
+                ex = f(cfg)
+                m.submodules[f"ex_{name.lower().replace('.', '_')}"] = ex
+                instances.append(ex)
+                owners.append([])
+            owners[by_factory[f]].append(i)
+        busy_of = {e: [] for e in ENGINES}
+        mine = []
+        for ex, bits in zip(instances, owners):
+            own = Signal(name=f"own_{len(mine)}")
+            m.d.comb += own.eq(Cat(*(seq.owner[i] for i in bits)).any())
+            mine.append(own)
+            m.d.comb += [ex.ctl.go.eq(seq.exec.go & own), ex.ctl.abort.eq(seq.exec.abort & own),
                          ex.ctl.record.eq(seq.exec.record), ex.ctl.dram_bytes.eq(seq.exec.dram_bytes),
-                         ex.ctl.dram_base.eq(seq.exec.dram_base),
-                         ex.wr_done.eq(dma.wr_done & seq.owner[i])]
-            busy_of[OPCODES[name]].append(ex.busy)
-            with m.If(seq.owner[i]):
+                         ex.ctl.dram_base.eq(seq.exec.dram_base), ex.wr_done.eq(dma.wr_done & own)]
+            for e in ENGINES:       # busy is counted for the engine of the opcode it runs
+                of_e = [seq.owner[i] for i in bits if OPCODES[self.opcodes[i]] == e]
+                if of_e:
+                    busy_of[e].append(ex.busy & Cat(*of_e).any())
+            with m.If(own):
                 m.d.comb += [seq.exec.done.eq(ex.ctl.done), seq.exec.error.eq(ex.ctl.error),
                              seq.exec.error_code.eq(ex.ctl.error_code)]
         for e in ENGINES:
@@ -132,7 +146,7 @@ class Machine(wiring.Component):
 
         with m.If(~seq.executing):
             route(seq.rd_cmd, seq.rd_data)
-        for i, ex in enumerate(ex_list):
-            with m.Elif(seq.owner[i]):
+        for ex, own in zip(instances, mine):
+            with m.Elif(own):
                 route(ex.rd_cmd, ex.rd_data, ex.wr_cmd, ex.wr_data)
         return m
