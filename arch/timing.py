@@ -26,11 +26,16 @@ RMAC_START = 1               # as MAT_START; a command's first row beat is taken
 RMAC_PIPE = 3                # PE input, multiply, accumulate/output
 
 # --- streaming integer units --------------------------------------------------------------
-REQUANT_LATENCY = 4          # multiply, round, shift, zero point + clamp
-HSWISH_FRONT = 3             # pre-activation: subtract z_p, clamp to [-3, 3], x (x + 3)
-DIVIDER_FRONT = 2            # leading-one detect of the divisor, variable shift
-AVGPOOL_FRONT = 2            # accumulate over the feature map, hand over the sum
-RESIDUAL_LATENCY = 5         # parameter read, (x - z) * M of both operands, sum, rounding shift, zero point + clamp
+# No stage holds more than one of a memory read, a multiplier, a wide carry chain and a
+# variable shift (rtl/requant.py's helpers; the ECP5 place and route of rtl/fpga.py).
+PRODUCT_STAGES = 3           # 18x18 partial products, then two adder levels (rtl/requant.py)
+ROUND_STAGES = 3             # variable shift; rounding constant + zero point; saturation
+TABLE_STAGES = 2             # parameter table read, its row registered before any arithmetic
+REQUANT_LATENCY = TABLE_STAGES + PRODUCT_STAGES + ROUND_STAGES
+HSWISH_FRONT = 6             # table read, row register, k = p - z_p, clamp(k + t3), k * factor: products, sum
+DIVIDER_FRONT = 3            # leading-one detect of the divisor, sqrt(2) threshold compare, clamp to the code range
+AVGPOOL_FRONT = 3            # partial sums read, registered, accumulated (forwarded across the two beats in flight)
+RESIDUAL_LATENCY = TABLE_STAGES + 1 + PRODUCT_STAGES + ROUND_STAGES   # + the zero points off both operands
 
 HSWISH_LATENCY = HSWISH_FRONT + REQUANT_LATENCY
 DIVIDER_LATENCY = DIVIDER_FRONT + REQUANT_LATENCY

@@ -6,17 +6,18 @@ Input order is pixel-major (as a convolution produces it): for each pixel,
 the channel groups ``0 .. G-1`` of ``lanes`` channels each. The beat of the
 first pixel of a group carries ``first`` (its sum starts from zero), the beat
 of the last pixel carries ``last`` (its sum goes to the requantizer). Per-group
-partial sums live in a ``lanes x acc_bits`` wide memory (``lib.memory``,
-read port transparent to the write port so back-to-back beats of one group
-see each other's sums). ``M``, ``n``, ``z_out`` are per tensor.
+partial sums live in a ``lanes x acc_bits`` wide memory (``lib.memory``); the
+sums of the two beats ahead, not yet in what a read returns, are forwarded
+when they are of the same group, so back-to-back beats of one group see each
+other's sums. ``M``, ``n``, ``z_out`` are per tensor.
 
 Streams: ``i`` beats carry ``x`` (``lanes`` codes), ``group``, ``first``,
 ``last``; ``o`` beats carry ``q`` for one group, in the order the ``last``
 beats arrived, with ``tag`` = the group.
 
-Timing: 2 accumulation stages (memory read; add and write back) then the
-requantizer's 4. An input beat is accepted every cycle (``HW * G`` beats per
-tensor); output beat for group g appears ``LATENCY`` = 6 cycles after its
+Timing: 3 accumulation stages (memory read; the sums registered; add and
+write back) then the requantizer's 8. An input beat is accepted every cycle (``HW * G`` beats per
+tensor); output beat for group g appears ``LATENCY`` = 11 cycles after its
 ``last`` beat was accepted. The input stalls only while a finished group's
 sums wait for the requantizer (``o`` back-pressured).
 """
@@ -62,29 +63,40 @@ class GlobalAvgPool(wiring.Component):
                      rq.z.eq(self.z_out)]
         m.submodules.acc = acc = memory.Memory(shape=sums, depth=self.depth, init=[])
         wp = acc.write_port()
-        rp = acc.read_port(transparent_for=(wp,))
+        rp = acc.read_port()   # not transparent: the two sums in flight are forwarded instead
 
-        # Stage 2 only blocks when it holds a `last` beat the requantizer does not take.
-        v1, v2, last2 = Signal(), Signal(), Signal()
+        # Stage 3 only blocks when it holds a `last` beat the requantizer does not take.
+        v1, v2, v3, v4, last3 = Signal(), Signal(), Signal(), Signal(), Signal()
         adv = Signal()
-        m.d.comb += [adv.eq(~(v2 & last2) | rq.i.ready), self.i.ready.eq(adv),
-                     rq.i.valid.eq(v2 & last2)]
+        m.d.comb += [adv.eq(~(v3 & last3) | rq.i.ready), self.i.ready.eq(adv),
+                     rq.i.valid.eq(v3 & last3)]
 
         # Stage 1: read the group's partial sums, remove the zero point.
         d1 = Signal(data.ArrayLayout(signed(ab + 1), L))
         g1, first1, last1 = Signal.like(self.i.payload.group), Signal(), Signal()
         m.d.comb += [rp.addr.eq(self.i.payload.group), rp.en.eq(adv)]
+        # Stage 2: the sums registered off the memory (its clock-to-out leaves no time for an adder);
+        # the read missed the writes of the two beats ahead, so their sums are taken instead when
+        # the group is the same (flags compared a stage early, so the adder's mux has registered selects).
+        rd2, d2 = Signal(sums), Signal.like(d1)
+        g2, g3, g4 = (Signal.like(g1, name=f"g{s}") for s in (2, 3, 4))
+        first2, last2, fwd3, fwd4 = Signal(), Signal(), Signal(), Signal()
+        # Stage 3: add, write back; a `last` beat's sums go on to the requantizer.
+        s3, s4 = Signal(sums), Signal(sums)
         with m.If(adv):
             m.d.sync += [v1.eq(self.i.valid), g1.eq(self.i.payload.group),
                          first1.eq(self.i.payload.first), last1.eq(self.i.payload.last)]
             for k in range(L):
                 m.d.sync += d1[k].eq(self.i.payload.x[k] - self.z_x)
-
-        # Stage 2: add, write back; a `last` beat's sums go on to the requantizer.
+            m.d.sync += [v2.eq(v1), g2.eq(g1), first2.eq(first1), last2.eq(last1), d2.eq(d1), rd2.eq(rp.data),
+                         fwd3.eq(v2 & (g2 == g1)), fwd4.eq(v3 & (g3 == g1))]
+            m.d.sync += [v3.eq(v2), g3.eq(g2), last3.eq(last2), v4.eq(v3), g4.eq(g3), s4.eq(s3)]
         new = Signal(sums)
         for k in range(L):
-            m.d.comb += new[k].eq(Mux(first1, 0, rp.data[k]) + d1[k])
-        m.d.comb += [wp.addr.eq(g1), wp.data.eq(new), wp.en.eq(adv & v1)]
+            base = Mux(first2, 0, Mux(fwd3, s3[k], Mux(fwd4, s4[k], rd2[k])))
+            m.d.comb += new[k].eq(base + d2[k])
+        m.d.comb += [wp.addr.eq(g2), wp.data.eq(new), wp.en.eq(adv & v2)]
         with m.If(adv):
-            m.d.sync += [v2.eq(v1), last2.eq(last1), rq.i.payload.acc.eq(new), rq.i.payload.tag.eq(g1)]
+            m.d.sync += s3.eq(new)
+        m.d.comb += [rq.i.payload.acc.eq(s3), rq.i.payload.tag.eq(g3)]
         return m

@@ -18,8 +18,8 @@ carry ``q`` and ``tag`` = the token's code. ``prm`` writes ``M_o``, ``n_o``,
 ``z_out`` per column (see :class:`rtl.requant.Requant`). ``e_lo`` is signed
 (``shift_bits`` bits).
 
-Timing: 2 front stages (priority encoder; threshold compare and clamp) then
-the requantizer's 4: ``LATENCY`` = 6, one beat (``lanes`` columns) per cycle.
+Timing: 3 front stages (priority encoder; threshold compare; clamp) then
+the requantizer's 8: ``LATENCY`` = 11, one beat (``lanes`` columns) per cycle.
 """
 from __future__ import annotations
 
@@ -93,18 +93,25 @@ class Log2Divider(wiring.Component):
             m.d.sync += [mag1.eq(mag), p1.eq(p), zero1.eq(mag == 0),
                          num1.eq(self.i.payload.num), g1.eq(self.i.payload.group)]
 
-        # Stage 2: round to nearest exponent with the sqrt(2) thresholds, clamp to the code range.
+        # Stage 2: round to nearest exponent with the sqrt(2) thresholds (a compare, then the mux by p).
         up = Signal()
         with m.Switch(p1):
             for b, t in enumerate(sqrt2_thresholds(db)):
                 with m.Case(b):
                     m.d.comb += up.eq(mag1 >= t)
+        up2, p2, zero2 = Signal(), Signal.like(p1), Signal()
+        num2, g2 = Signal.like(num1), Signal.like(g1)
+        with m.If(adv):
+            m.d.sync += [up2.eq(up), p2.eq(p1), zero2.eq(zero1), num2.eq(num1), g2.eq(g1)]
+
+        # Stage 3: clamp to the code range (its own stage: adds and compares behind the mux above
+        # held the divider to 61 MHz on the ECP5).
         e_raw = Signal(signed(7))
         e_hi = Signal(signed(cfg.shift_bits + 1))
         e = Signal(signed(cfg.shift_bits + 2))
-        m.d.comb += [e_raw.eq(p1 + up), e_hi.eq(self.e_lo + (2 ** self.code_bits - 1)),
-                     e.eq(Mux(zero1 | (e_raw < self.e_lo), self.e_lo, Mux(e_raw > e_hi, e_hi, e_raw)))]
+        m.d.comb += [e_raw.eq(p2 + up2), e_hi.eq(self.e_lo + (2 ** self.code_bits - 1)),
+                     e.eq(Mux(zero2 | (e_raw < self.e_lo), self.e_lo, Mux(e_raw > e_hi, e_hi, e_raw)))]
         with m.If(adv):
-            m.d.sync += [rq.i.payload.acc.eq(num1), rq.i.payload.group.eq(g1),
+            m.d.sync += [rq.i.payload.acc.eq(num2), rq.i.payload.group.eq(g2),
                          rq.i.payload.shift.eq(e), rq.i.payload.tag.eq((e - self.e_lo)[:self.code_bits])]
         return m

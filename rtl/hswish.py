@@ -16,20 +16,22 @@ Streams: ``i`` beats carry ``lanes`` codes ``p`` of channels
 writes one group's row of ``M``, ``n``, ``z`` (output requant, into the
 requantizer's table) and ``zp``, ``t3`` (into this unit's own table).
 
-Timing: 3 front stages (table read; k and the clamped factor; the product)
-then the requantizer's 4, so ``LATENCY`` = 7 cycles, one beat (``lanes``
-elements) per cycle, stalls while ``o`` is back-pressured.
+Timing: 6 front stages (table read; the row registered; ``k``; the clamped
+factor; the product's partial products and their sum, rtl/requant.py's
+helpers) then the requantizer's 8, so ``LATENCY`` = 14 cycles
+(arch/timing.py), one beat (``lanes`` elements) per cycle, stalls while ``o``
+is back-pressured.
 """
 from __future__ import annotations
 
-from amaranth import Module, Signal, signed, unsigned
+from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out, connect, flipped
 
 from arch import timing
 from arch.config import AccelConfig
 from arch.formats import formats
-from rtl.requant import Requant, clamp, param_layout
+from rtl.requant import Requant, StallPipe, param_layout, product_terms, sum_terms
 
 
 class Hardswish(wiring.Component):
@@ -85,25 +87,26 @@ class Hardswish(wiring.Component):
         with m.If(adv):
             m.d.sync += v.eq(v << 1 | self.i.valid)
 
-        # Stage 1: latch p, read the group's zp / t3.
-        p1 = Signal.like(self.i.payload.p)
-        g1, g2, g3 = (Signal.like(rq.i.payload.group, name=f"g{s}") for s in (1, 2, 3))
+        pipe = StallPipe(m, adv)
+        # Stage 1: the group's zp / t3 are read; stage 2: registered before any arithmetic.
         m.d.comb += [pr.addr.eq(self.i.payload.group), pr.en.eq(adv)]
-        # Stage 2: k = p - zp and the clamped factor; stage 3: the product h.
-        k2 = [Signal(signed(a + 1), name=f"k2_{j}") for j in range(L)]
-        f2 = [Signal(unsigned(self.t3_bits + 1), name=f"f2_{j}") for j in range(L)]
-        h3 = Signal(data.ArrayLayout(signed(self.config.acc_bits), L))
-        with m.If(adv):
-            m.d.sync += [p1.eq(self.i.payload.p), g1.eq(self.i.payload.group), g2.eq(g1), g3.eq(g2)]
-            for j in range(L):
-                k = Signal(signed(a + 1), name=f"k_{j}")
-                s = Signal(signed(self.t3_bits + 2), name=f"s_{j}")
-                t3 = pr.data.t3[j]
-                m.d.comb += [k.eq(p1[j] - pr.data.zp[j]), s.eq(k + t3)]
-                m.d.sync += [k2[j].eq(k), f2[j].eq(clamp(s, 0, t3 << 1))]
-                m.d.sync += h3[j].eq(k2[j] * f2[j])
-            if self.tag_shape is not None:
-                t1, t2 = Signal(self.tag_shape), Signal(self.tag_shape)
-                m.d.sync += [t1.eq(self.i.payload.tag), t2.eq(t1), rq.i.payload.tag.eq(t2)]
-        m.d.comb += [rq.i.payload.acc.eq(h3), rq.i.payload.group.eq(g3)]
+        beat1 = pipe.reg(self.i.payload, "beat1", shape=self.in_layout)
+        pre2 = pipe.reg(pr.data, "pre2", shape=self.pre_layout)
+        beat2 = pipe.reg(beat1, "beat2", shape=self.in_layout)
+        t3_3 = pipe.reg(pre2.t3, "t3_3", shape=pre2.t3.shape())
+        h = Signal(data.ArrayLayout(signed(self.config.acc_bits), L))
+        for j in range(L):
+            # Stage 3: k = p - zp.
+            k3 = pipe.reg(beat2.p[j] - pre2.zp[j], f"k3_{j}", shape=signed(a + 1))
+            # Stage 4: the factor clamp(k + t3, 0, 2 t3); k + t3 > 2 t3 is k > t3, a compare beside the add.
+            t3 = t3_3[j]
+            s = k3 + t3
+            k4 = pipe.reg(k3, f"k4_{j}")
+            f4 = pipe.reg(Mux(s < 0, 0, Mux(k3 > t3, t3 << 1, s)), f"f4_{j}", shape=unsigned(self.t3_bits + 1))
+            # Stages 5, 6: h = k * factor, partial products then their sum (fits acc_bits, arch/formats.py).
+            m.d.comb += h[j].eq(sum_terms(pipe, product_terms(pipe, k4, f4, f"h_{j}"), self.FRONT - 5, f"h_{j}"))
+        m.d.comb += [rq.i.payload.acc.eq(h),
+                     rq.i.payload.group.eq(pipe.delay(beat2.group, self.FRONT - 2, "group"))]
+        if self.tag_shape is not None:
+            m.d.comb += rq.i.payload.tag.eq(pipe.delay(beat2.tag, self.FRONT - 2, "tag"))
         return m

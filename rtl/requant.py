@@ -18,20 +18,30 @@ Streams (``amaranth.lib.stream``, valid/ready):
 * ``prm`` (per-channel mode): writes one table row, i.e. the ``M``, ``n`` and
   ``z_out`` of the ``lanes`` channels of one group; always ready.
 
-Timing: a stall pipeline of ``LATENCY`` = 4 register stages (parameter read,
-product, rounding shift, zero point + clamp). Throughput one beat (``lanes``
-elements) per cycle; a beat accepted at cycle t appears on ``o`` at cycle
-t + 4 when ``o`` is not back-pressured. Every stage holds while ``o.valid &
-~o.ready``.
+Timing: a stall pipeline of ``LATENCY`` = 8 register stages (arch/timing.py), so that
+no stage holds more than one of a memory read, a multiplier, a wide carry chain and a
+variable shift (the ECP5's DP16KD clock-to-out alone is 5.8 ns, a MULT18X18D 5 ns):
 
-The rounding shift is built as ``((x >> (n - 1)) + 1) >> 1``, equal to
-``(x + 2^(n-1)) >> n`` for every integer ``x`` and ``n >= 1`` but without the
+1. the parameter table read (the memory's own output register);
+2. the row registered;
+3. partial products of 18x18 multipliers (:func:`product_terms`; the total shift
+   ``n + extra`` beside them);
+4. 5. their sum in two adder levels (:func:`sum_terms`);
+6. the variable shift, 7. the rounding constant and zero point, 8. the saturation
+   (:func:`round_clamp`).
+
+Throughput one beat (``lanes`` elements) per cycle; a beat accepted at cycle t
+appears on ``o`` at cycle t + 8 when ``o`` is not back-pressured. Every stage
+holds while ``o.valid & ~o.ready``.
+
+The rounding is ``((2 x >> n) + 1) >> 1``, equal to ``(x + 2^(n-1)) >> n`` for
+every integer ``x`` and ``n >= 1`` and to ``x`` for ``n = 0``, without the
 wide rounding constant; shifts past the operand width give 0 as the SPEC's
 int64 arithmetic does.
 """
 from __future__ import annotations
 
-from amaranth import Module, Signal, Mux, signed, unsigned, Shape
+from amaranth import Cat, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring, memory
 from amaranth.lib.wiring import In, Out
 
@@ -52,6 +62,103 @@ def rshift_round(x, n, n_bits):
 def clamp(x, lo, hi):
     """Saturate ``x`` to ``[lo, hi]`` (all signed-compatible values)."""
     return Mux(x < lo, lo, Mux(x > hi, hi, x))
+
+
+class StallPipe:
+    """Registers of a stall pipeline: every one loads when ``adv`` is high (the whole pipeline moves)."""
+
+    def __init__(self, m: Module, adv):
+        self.m, self.adv = m, adv
+
+    def reg(self, value, name: str, shape=None) -> Signal:
+        """``value`` one stage later (``shape``: default the value's own, a layout for a view)."""
+        if shape is None:
+            shape = value.shape() if isinstance(value, data.View) else Value.cast(value).shape()
+        r = Signal(shape, name=name)
+        with self.m.If(self.adv):
+            self.m.d.sync += r.eq(value)
+        return r
+
+    def delay(self, value, stages: int, name: str):
+        for s in range(stages):
+            value = self.reg(value, f"{name}_d{s}")
+        return value
+
+
+DSP_BITS = 17   # unsigned chunk width: a chunk (or a signed top chunk of 18 bits) fits the ECP5's 18x18 multiplier
+
+
+def _chunks(x):
+    """(chunk, weight) pieces of ``x``: unsigned DSP_BITS-bit pieces, the top one keeping x's sign."""
+    w, out = len(x), []
+    for lo in range(0, w, DSP_BITS):
+        hi = min(lo + DSP_BITS, w)
+        piece = x[lo:hi]
+        out.append((piece.as_signed() if hi == w and x.shape().signed else piece, lo))
+    return out
+
+
+def product_terms(pipe: StallPipe, a, b, name: str) -> list:
+    """One stage: ``a * b`` as registered partial products (value, weight), each one 18x18 multiplier,
+    so that no adder sits behind a multiplier in one stage (Yosys's mul2dsp would put its carry
+    chains there). The product is ``sum value << weight`` (:func:`sum_terms`)."""
+    a, b = Value.cast(a), Value.cast(b)
+    return [(pipe.reg(pa * pb, f"{name}_pp{wa}_{wb}"), wa + wb)
+            for pa, wa in _chunks(a) for pb, wb in _chunks(b)]
+
+
+def _below(low, hi):
+    """``hi << len(low) | low``, signed when ``hi`` is."""
+    v = Cat(low, hi)
+    return v.as_signed() if hi.shape().signed else v
+
+
+def sum_terms(pipe: StallPipe, terms: list, stages: int, name: str):
+    """``sum value << weight`` of ``terms`` in ``stages`` registered levels of two-input adders (plain
+    registers once one term is left; the latency is fixed by arch/timing.py, whatever the widths)."""
+    terms = sorted(terms, key=lambda t: t[1])
+    for s in range(stages):
+        nxt = []
+        for j in range(0, len(terms), 2):
+            if j + 1 == len(terms):
+                v, w = terms[j]
+            else:
+                (v1, w1), (v2, w2) = terms[j], terms[j + 1]
+                d = w2 - w1
+                # the bits of v1 below v2's weight pass beside the adder: a shorter carry chain
+                hi = (v1 >> d) + v2
+                v, w = (hi if d == 0 else _below(v1[:d], hi)), w1
+            nxt.append((pipe.reg(v, f"{name}_s{s}_{j // 2}"), w))
+        terms = nxt
+    if len(terms) != 1:
+        raise ValueError(f"{name}: {len(terms)} partial sums left after {stages} adder levels")
+    v, w = terms[0]
+    return v if w == 0 else _below(Const(0, w), v)
+
+
+def saturate(x, lo, hi, shape):
+    """``clamp(x, lo, hi)`` for ``lo``, ``hi`` of ``shape`` with compares only ``shape`` wide: whether
+    ``x`` (signed, wider) fits ``shape`` is an OR of its top bits, not a carry chain."""
+    shape = Shape.cast(shape)
+    w = shape.width
+    if shape.signed:
+        top = x[w - 1:]
+        fits = top.all() | ~top.any()
+        narrow = x[:w].as_signed()
+    else:
+        fits = ~x[w:].any()
+        narrow = x[:w]
+    return Mux(fits, clamp(narrow, lo, hi), Mux(x[-1], lo, hi))
+
+
+def round_clamp(pipe: StallPipe, x, n, z, lo, hi, out_shape, name: str) -> Signal:
+    """``clamp(z + rshift_round(x, n), lo, hi)`` in arch/timing.py's ROUND_STAGES registered stages: the variable shift
+    ``t = 2 x >> n``; ``u = t + 2 z + 1`` (one carry chain: ``(t + 1) >> 1 + z = (t + 2 z + 1) >> 1``);
+    the saturation of ``u >> 1``. ``x``, ``n`` (unsigned), ``z`` (signed) arrive together."""
+    t = pipe.reg((Value.cast(x) << 1) >> n, f"{name}_t")   # n = 0: 2x, and (2x + 1) >> 1 = x
+    z1 = pipe.reg(z, f"{name}_z")
+    u = pipe.reg(t + Cat(Const(1, 1), z1).as_signed(), f"{name}_u")
+    return pipe.reg(saturate(u >> 1, lo, hi, out_shape), f"{name}_q", shape=out_shape)
 
 
 def param_layout(config: AccelConfig, lanes: int, out_shape) -> data.StructLayout:
@@ -136,69 +243,44 @@ class Requant(wiring.Component):
         m.d.comb += [adv.eq(~self.o.valid | self.o.ready), self.i.ready.eq(adv), self.o.valid.eq(v[-1])]
         with m.If(adv):
             m.d.sync += v.eq(v << 1 | self.i.valid)
+        pipe = StallPipe(m, adv)
+        row_shape = param_layout(cfg, L, self.out_shape)
 
-        # Stage 1: latch the accumulators, read the parameter row.
-        acc1 = Signal(data.ArrayLayout(signed(self.acc_bits), L))
-        shift1 = Signal(signed(self.shift_in_bits))
-        tag1 = Signal(self.tag_shape) if self.tag_shape is not None else None
-        row = Signal(param_layout(cfg, L, self.out_shape))
-        with m.If(adv):
-            m.d.sync += acc1.eq(self.i.payload.acc)
-            if self.extra_shift:
-                m.d.sync += shift1.eq(self.i.payload.shift)
-            if tag1 is not None:
-                m.d.sync += tag1.eq(self.i.payload.tag)
+        # Stage 1: the parameter row is read; the beat waits beside it.
+        beat1 = pipe.reg(self.i.payload, "beat1", shape=self.in_layout)
         if self.per_channel:
-            m.submodules.table = table = memory.Memory(
-                shape=param_layout(cfg, L, self.out_shape), depth=self.depth, init=[])
+            m.submodules.table = table = memory.Memory(shape=row_shape, depth=self.depth, init=[])
             wp = table.write_port()
             rp = table.read_port()
             m.d.comb += [self.prm.ready.eq(1),
                          wp.addr.eq(self.prm.payload.group), wp.data.eq(self.prm.payload.row),
                          wp.en.eq(self.prm.valid),
                          rp.addr.eq(self.i.payload.group), rp.en.eq(adv)]
-            m.d.comb += row.eq(rp.data)
+            row = rp.data
         else:
+            row = Signal(row_shape)
             for k in range(L):
                 m.d.comb += [row.m[k].eq(self.m), row.n[k].eq(self.n), row.z[k].eq(self.z)]
+        # Stage 2: the row registered (also the per-tensor ports', so the latency is one).
+        row2 = pipe.reg(row, "row2", shape=row_shape)
+        beat2 = pipe.reg(beat1, "beat2", shape=self.in_layout)
 
-        # Stage 2: product (int64 in the SPEC; acc_bits + mult_bits + 1 here) and total shift.
-        pw = self.acc_bits + cfg.mult_bits + 1
         nw = cfg.shift_bits + 2  # total shift n + extra, clamped to >= 0
-        prod2 = [Signal(signed(pw), name=f"prod2_{k}") for k in range(L)]
-        n2 = [Signal(unsigned(nw), name=f"n2_{k}") for k in range(L)]
-        z2 = Signal(data.ArrayLayout(signed(cfg.zero_point_bits), L))
-        z3 = Signal(data.ArrayLayout(signed(cfg.zero_point_bits), L))
-        tag2 = Signal(self.tag_shape) if tag1 is not None else None
-        tag3 = Signal(self.tag_shape) if tag1 is not None else None
-        with m.If(adv):
-            for k in range(L):
-                m.d.sync += prod2[k].eq(acc1[k] * row.m[k])
-                if self.extra_shift:
-                    tot = Signal(signed(nw + 1), name=f"ntot_{k}")
-                    m.d.comb += tot.eq(row.n[k] + shift1)
-                    m.d.sync += n2[k].eq(Mux(tot < 0, 0, tot[:nw]))
-                else:
-                    m.d.sync += n2[k].eq(row.n[k])
-            m.d.sync += z2.eq(row.z)
-            if tag1 is not None:
-                m.d.sync += [tag2.eq(tag1), tag3.eq(tag2)]
-            m.d.sync += z3.eq(z2)
-
-        # Stage 3: rounding shift.
-        sh3 = [Signal(signed(pw), name=f"sh3_{k}") for k in range(L)]
-        with m.If(adv):
-            for k in range(L):
-                m.d.sync += sh3[k].eq(rshift_round(prod2[k], n2[k], nw))
-
-        # Stage 4: zero point, saturation.
-        q4 = Signal(self.out_layout)
-        with m.If(adv):
-            for k in range(L):
-                s = Signal(signed(pw + 1), name=f"zsum_{k}")
-                m.d.comb += s.eq(sh3[k] + z3[k])
-                m.d.sync += q4.q[k].eq(clamp(s, self.lo, self.hi))
-            if tag1 is not None:
-                m.d.sync += q4.tag.eq(tag3)
-        m.d.comb += self.o.payload.eq(q4)
+        for k in range(L):
+            # Stages 3..5: the product (int64 in the SPEC; acc_bits + mult_bits + 1 bits here).
+            prod = sum_terms(pipe, product_terms(pipe, beat2.acc[k], row2.m[k], f"prod_{k}"),
+                             timing.PRODUCT_STAGES - 1, f"prod_{k}")
+            if self.extra_shift:
+                tot = Signal(signed(nw + 1), name=f"ntot_{k}")
+                m.d.comb += tot.eq(row2.n[k] + beat2.shift)
+                n = Mux(tot < 0, 0, tot[:nw])
+            else:
+                n = row2.n[k]
+            n5 = pipe.delay(pipe.reg(n, f"n3_{k}", shape=unsigned(nw)), timing.PRODUCT_STAGES - 1, f"n3_{k}")
+            z5 = pipe.delay(row2.z[k], timing.PRODUCT_STAGES, f"z2_{k}")
+            # Stages 6..8: rounding shift, zero point, saturation.
+            q = round_clamp(pipe, prod, n5, z5, self.lo, self.hi, self.out_shape, f"rq_{k}")
+            m.d.comb += self.o.payload.q[k].eq(q)
+        if self.tag_shape is not None:
+            m.d.comb += self.o.payload.tag.eq(pipe.delay(beat2.tag, self.LATENCY - 2, "tag"))
         return m

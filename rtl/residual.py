@@ -19,9 +19,11 @@ checked). ``o`` carries ``q``. ``prm`` writes one group's row (``za``, ``zb``,
 ``ma``, ``mb``, ``n``, ``z`` of its ``lanes`` channels); always ready, to be
 written while no tensor streams.
 
-Timing: stall pipeline of ``LATENCY`` = 5 stages (table read; zero-point
-removal and products; sum; rounding shift; zero point + clamp); one beat
-(``lanes`` elements) per cycle, holds while ``o`` is back-pressured.
+Timing: stall pipeline of ``LATENCY`` = 9 stages (arch/timing.py: table read;
+the row registered; zero points off; partial products of both products and
+their sum in two adder levels; variable shift; rounding constant + zero point;
+saturation, with rtl/requant.py's helpers); one beat (``lanes`` elements) per
+cycle, holds while ``o`` is back-pressured.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ from amaranth.lib.wiring import In, Out
 
 from arch import timing
 from arch.config import AccelConfig
-from rtl.requant import clamp, group_bits, param_layout, rshift_round, table_depth
+from rtl.requant import StallPipe, group_bits, param_layout, product_terms, round_clamp, sum_terms, table_depth
 
 
 class ResidualAdd(wiring.Component):
@@ -62,7 +64,7 @@ class ResidualAdd(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        cfg, L, ab = self.config, self.lanes, self.config.act_bits
+        L, ab = self.lanes, self.config.act_bits
         adv = Signal()
         v = Signal(self.LATENCY)
         both = self.a.valid & self.b.valid
@@ -76,33 +78,20 @@ class ResidualAdd(wiring.Component):
         m.d.comb += [self.prm.ready.eq(1), wp.en.eq(self.prm.valid), wp.addr.eq(self.prm.payload.group),
                      wp.data.eq(self.prm.payload.row),
                      rp.addr.eq(self.a.payload.group), rp.en.eq(adv)]
-        row = rp.data
-
-        pw = ab + 1 + cfg.mult_bits + 1       # one product, signed
-        sw = pw + 1                           # their sum
-        # Stage 1: latch both operands while the row is read.
-        xa1, xb1 = Signal.like(self.a.payload.x), Signal.like(self.b.payload.x)
-        q5 = Signal(self.out_layout)
-        with m.If(adv):
-            m.d.sync += [xa1.eq(self.a.payload.x), xb1.eq(self.b.payload.x)]
-            for k in range(L):
-                # Stage 2: zero points off, products (the DSP's pre-adder form (x - z) * M), so the
-                # table read costs no extra stage; n and z_out ride along to where they are used.
-                da = Signal(signed(ab + 1), name=f"da_{k}")
-                db = Signal(signed(ab + 1), name=f"db_{k}")
-                pa = Signal(signed(pw), name=f"pa_{k}")
-                pb = Signal(signed(pw), name=f"pb_{k}")
-                n2, n3 = (Signal(unsigned(cfg.shift_bits), name=f"n{s}_{k}") for s in (2, 3))
-                z2, z3, z4 = (Signal(signed(cfg.zero_point_bits), name=f"z{s}_{k}") for s in (2, 3, 4))
-                s3 = Signal(signed(sw), name=f"s3_{k}")
-                r4 = Signal(signed(sw), name=f"r4_{k}")
-                z = Signal(signed(max(sw, cfg.zero_point_bits) + 1), name=f"zsum_{k}")
-                m.d.comb += [da.eq(xa1[k] - row.za[k]), db.eq(xb1[k] - row.zb[k]), z.eq(r4 + z4)]
-                m.d.sync += [
-                    pa.eq(da * row.ma[k]), pb.eq(db * row.mb[k]), n2.eq(row.n[k]), z2.eq(row.z[k]),
-                    s3.eq(pa + pb), n3.eq(n2), z3.eq(z2),                             # stage 3
-                    r4.eq(rshift_round(s3, n3, cfg.shift_bits)), z4.eq(z3),            # stage 4
-                    q5.q[k].eq(clamp(z, self.lo, self.hi)),                            # stage 5
-                ]
-        m.d.comb += self.o.payload.eq(q5)
+        pipe = StallPipe(m, adv)
+        # Stage 1: both operands wait beside the row read; stage 2: the row registered.
+        xa1, xb1 = pipe.reg(self.a.payload.x, "xa1"), pipe.reg(self.b.payload.x, "xb1")
+        row2 = pipe.reg(rp.data, "row2", shape=self.row_layout)
+        xa2, xb2 = pipe.reg(xa1, "xa2"), pipe.reg(xb1, "xb2")
+        row3 = pipe.reg(row2, "row3", shape=self.row_layout)
+        for k in range(L):
+            # Stage 3: zero points off; stages 4..6: Ma (a - z_a) + Mb (b - z_b), one adder tree
+            # over the partial products of both; stages 7..9: rounding shift, zero point, saturation.
+            da = pipe.reg(xa2[k] - row2.za[k], f"da_{k}", shape=signed(ab + 1))
+            db = pipe.reg(xb2[k] - row2.zb[k], f"db_{k}", shape=signed(ab + 1))
+            terms = product_terms(pipe, da, row3.ma[k], f"pa_{k}") + product_terms(pipe, db, row3.mb[k], f"pb_{k}")
+            s = sum_terms(pipe, terms, timing.PRODUCT_STAGES - 1, f"s_{k}")
+            n, z = (pipe.delay(row3[f][k], timing.PRODUCT_STAGES, f"{f}_{k}") for f in ("n", "z"))
+            q = round_clamp(pipe, s, n, z, self.lo, self.hi, unsigned(ab), f"rq_{k}")
+            m.d.comb += self.o.payload.q[k].eq(q)
         return m

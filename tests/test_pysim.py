@@ -93,7 +93,7 @@ def test_stream_units_take_one_beat_per_cycle_plus_latency():
     # the latencies are the RTL components' own (one source: arch/timing.py)
     from rtl.hswish import Hardswish
     from rtl.requant import Requant
-    assert (timing.HSWISH_LATENCY, timing.REQUANT_LATENCY) == (Hardswish.LATENCY, Requant.LATENCY) == (7, 4)
+    assert (timing.HSWISH_LATENCY, timing.REQUANT_LATENCY) == (Hardswish.LATENCY, Requant.LATENCY) == (14, 8)
     with pytest.raises(KeyError, match="no cost function for RTL unit 'foo'"):
         cost.unit_cycles("foo", {}, PAPER)
 
