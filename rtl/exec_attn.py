@@ -1,6 +1,10 @@
 """``MAT.ATTN_KV`` and ``MAT.ATTN_QKV``: LiteMLA's ReLU linear attention (golden/SPEC.md section 5)
 on the MAT engine (rtl/mat_engine.py), one head after the other.
 
+One core runs both halves (the record's opcode picks the address generation and the epilogue unit),
+so ``attn_executor`` maps both opcodes to one executor: one engine, one scratch (rtl/machine.py
+shares the instance of a factory named twice).
+
 The qkv input holds, per head ``h``, the channels ``[3dh, 3dh + d)`` q, then k, then v (timm's
 layout, golden/execute.py ``split_qkv``), each a map of ``N`` tokens (CHW: a channel's tokens are
 consecutive bytes in the scratch). Both halves are matrix products cut into engine tiles of
@@ -33,6 +37,7 @@ from __future__ import annotations
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo
 
+from arch import encoding
 from arch.regmap import ErrorCode
 from rtl import record as R
 from rtl.divider import Log2Divider
@@ -41,11 +46,13 @@ from rtl.requant import Requant, clamp
 from rtl.staged import Core, ScalarFetch, StagedExecutor
 
 
-class _AttnCore(Core):
-    """The shared body; subclasses name the half (``KV``), its epilogue and its table pairs."""
-    KV: bool
-    EPILOGUE: str
-    TABLES: tuple          # (multiplier table, shift table, rows: "HD" or "H") per unit table range
+# the unit's table rows of each half: (epilogue, multiplier table, shift table, rows "HD" or "H")
+KV_TABLES = (("kv", "M_kv", "n_kv", "HD"), ("kv", "M_ks", "n_ks", "H"))
+QKV_TABLES = (("divide", "M_o", "n_o", "HD"),)
+
+
+class AttnCore(Core):
+    """Both attention halves on one MAT engine (module docstring)."""
 
     def elaborate(self, platform):
         m = Module()
@@ -54,51 +61,50 @@ class _AttnCore(Core):
         if M < 2 or N & (N - 1) or cfg.act_bits > 8:
             raise ValueError(f"{type(self).__name__}: needs mat_lanes >= 2, a power-of-two mat_mults and "
                              f"byte-wide activations (config {cfg.name})")
-        J, lgN, kv = M - 1, N.bit_length() - 1, self.KV
+        J, lgN = M - 1, N.bit_length() - 1
+        kv = Signal()                                   # ATTN_KV (else ATTN_QKV)
+        m.d.comb += kv.eq(R.opcode(rec) == encoding.OPCODE_IDS["MAT.ATTN_KV"])
 
         m.submodules.engine = eng = MatEngine(cfg)
-        if kv:
-            unit = Requant(cfg, lanes=1, out_shape=signed(cfg.act_bits + 1),
-                           tag_shape=data.StructLayout({"addr": ab, "ks": 1}))
-            m.d.comb += [unit.lo.eq(-(1 << cfg.act_bits)), unit.hi.eq((1 << cfg.act_bits) - 1)]
-        else:
-            unit = Log2Divider(cfg, lanes=1)
-            # the divider's tag is the log2 code: the write addresses wait in a FIFO, in order
-            m.submodules.addrs = addrs = fifo.SyncFIFO(width=ab, depth=2 * unit.LATENCY + 4)
-            m.d.comb += [unit.lo.eq(R.geom(rec, "lo")), unit.hi.eq(R.geom(rec, "hi"))]
-        m.submodules.unit = unit
+        # ATTN_KV's requantizer: 9 bits signed out (kv and the k-sum clamped at the write); its tag
+        # is the element's scratch address
+        m.submodules.rq = rq = Requant(cfg, lanes=1, out_shape=signed(cfg.act_bits + 1),
+                                       tag_shape=data.StructLayout({"addr": ab, "ks": 1}))
+        m.d.comb += [rq.lo.eq(-(1 << cfg.act_bits)), rq.hi.eq((1 << cfg.act_bits) - 1)]
+        # ATTN_QKV's divider: its tag is the log2 code, so the write addresses wait in a FIFO, in order
+        m.submodules.dv = dv = Log2Divider(cfg, lanes=1)
+        m.submodules.addrs = addrs = fifo.SyncFIFO(width=ab, depth=2 * dv.LATENCY + 4)
+        m.d.comb += [dv.lo.eq(R.geom(rec, "lo")), dv.hi.eq(R.geom(rec, "hi"))]
 
         # --- parameters: the scalars, then the unit's table rows (one (M, n) pair per row) ---------
-        offs = R.param_offsets(m, rec, self.EPILOGUE, cfg)
-        scal = [(name, R.param_bytes(cfg, fmt), True) for name, fmt, count in R.PARAMS[self.EPILOGUE]
-                if count == 1]
-        m.submodules.fetch_s = fs = ScalarFetch(ab, scal)
+        offs = {epi: R.param_offsets(m, rec, epi, cfg) for epi in ("kv", "divide")}
+        scal = [(epi, name, R.param_bytes(cfg, fmt)) for epi in ("kv", "divide")
+                for name, fmt, count in R.PARAMS[epi] if count == 1]
+        # the scalars of both halves (those of the other half read bytes that are not used)
+        m.submodules.fetch_s = fs = ScalarFetch(ab, [(name, nb, True) for _, name, nb in scal])
         m.submodules.fetch_r = fr = ScalarFetch(ab, [("M", R.param_bytes(cfg, "mult"), False),
                                                      ("n", R.param_bytes(cfg, "shift"), False)])
-        for name, _, _ in scal:
-            m.d.comb += getattr(fs.addr, name).eq(self.p_off + offs[name])
+        for epi, name, _ in scal:
+            m.d.comb += getattr(fs.addr, name).eq(self.p_off + offs[epi][name])
         m.d.comb += [fs.rdata.eq(self.rdata), fr.rdata.eq(self.rdata)]
         sv = fs.value
-        z_x = sv.z_k if kv else sv.z_q
-        if not kv:
-            m.d.comb += unit.e_lo.eq(sv.e_lo)
+        m.d.comb += dv.e_lo.eq(sv.e_lo)
 
         # --- geometry --------------------------------------------------------------------------------
-        x = R.operand(rec, 0)
-        outs = [R.operand(rec, 1), R.operand(rec, 2)] if kv else [R.operand(rec, 3)]
-        used = [x] + outs + ([] if kv else [R.operand(rec, 1), R.operand(rec, 2)])
+        x, qkv_out = R.operand(rec, 0), R.operand(rec, 3)
         H, d, ntok = (Signal(16, name="H"), Signal(16, name="d"), Signal(32, name="ntok"))
         P, K = Signal(32), Signal(32)                    # pixels, reduction length
         HD, chunks, groups, tiles = Signal(32), Signal(32), Signal(32), Signal(16)
         expect, written = Signal(48), Signal(48)
         pcount, jcount = Signal(33), Signal(17)
         rows_total = Signal(33)
-        m.d.comb += rows_total.eq(HD + (H if kv else 0))
+        m.d.comb += rows_total.eq(HD + Mux(kv, H, 0))
+        wide = Cat(*[R.operand(rec, i).bits > 8 for i in range(3)]).any() | (~kv & (qkv_out.bits > 8))
         bad = Signal()
         m.d.comb += bad.eq((H == 0) | (d == 0) | (ntok == 0) | (chunks > cfg.mat_wbuf_words)
-                           | (groups >= (1 << MatEngine.GROUPS_BITS)) | (rows_total > unit_depth(unit))
-                           | (x.d0 != 3 * HD) | Cat(*[o.bits > 8 for o in used]).any() | (R.geom(rec, "kv_bits") > 8)
-                           | (0 if kv else outs[0].plane != ntok))
+                           | (groups >= (1 << MatEngine.GROUPS_BITS)) | (rows_total > min(rq.depth, dv.rq.depth))
+                           | (x.d0 != 3 * HD) | wide | (R.geom(rec, "kv_bits") > 8)
+                           | (~kv & (qkv_out.plane != ntok)))
 
         # --- the feed: per head, per tile: cmd, the weight beats, the input beats ---------------------
         h, t, c, g = Signal(16), Signal(16), Signal(32), Signal(32)
@@ -112,14 +118,13 @@ class _AttnCore(Core):
         pend_k = Signal(signed(eng.wop_bits))
 
         m.d.comb += [eng.cmd.payload.chunks.eq(chunks), eng.cmd.payload.groups.eq(groups),
-                     eng.cmd.payload.load.eq(1), eng.cmd.payload.relu.eq(1), eng.cmd.payload.x_zero.eq(z_x),
+                     eng.cmd.payload.load.eq(1), eng.cmd.payload.relu.eq(1),
+                     eng.cmd.payload.x_zero.eq(Mux(kv, sv.z_k, sv.z_q)), eng.cmd.payload.ones.eq(Mux(kv, 1 << J, 0)),
                      eng.w.payload.eq(wbeat), eng.x.payload.eq(xbeat)]
         for lane in range(M):
             m.d.comb += eng.cmd.payload.bias[lane].eq(0)
-            if kv and lane < J:
-                m.d.comb += eng.cmd.payload.w_zero[lane].eq(sv.z_v)
-        if kv:
-            m.d.comb += eng.cmd.payload.ones.eq(1 << J)
+            if lane < J:
+                m.d.comb += eng.cmd.payload.w_zero[lane].eq(Mux(kv, sv.z_v, 0))
 
         # the element e of the beat being gathered: a scratch byte (rd) or a constant (kc)
         lane, n_ = e >> lgN, e[:lgN] if lgN else Const(0, 1)
@@ -130,21 +135,19 @@ class _AttnCore(Core):
         m.d.comb += j.eq(tj + lane)
         with m.If(lane < J):
             m.d.comb += w_rd.eq((j < d) & (k < K))
-            if kv:          # v[:, j]: tokens consecutive; a padded tap gets w_zero, so w' = 0
+            with m.If(kv):      # v[:, j]: tokens consecutive; a padded tap gets w_zero, so w' = 0
                 m.d.comb += [w_addr.eq(wbase + j * ntok + k), w_kc.eq(sv.z_v)]
-            else:           # kv[h, :, j]: row-major (d, d), signed
+            with m.Else():      # kv[h, :, j]: row-major (d, d), signed
                 m.d.comb += [w_addr.eq(wbase + k * d + j), w_sx.eq(1)]
-        if not kv:          # the k-sum lane: ks[h, :]
-            with m.Else():
-                m.d.comb += [w_rd.eq(k < K), w_addr.eq(sbase + k)]
+        with m.Elif(~kv):       # the k-sum lane: ks[h, :] (ATTN_KV: the ones lane, no weights)
+            m.d.comb += [w_rd.eq(k < K), w_addr.eq(sbase + k)]
         p = Signal(33)
         m.d.comb += p.eq(gb + lane)
         x_rd, x_addr = Signal(), Signal(48)
         m.d.comb += x_rd.eq((p < P) & (k < K))
-        if kv:              # k[:, i] of row (pixel) i = p: tokens consecutive
-            m.d.comb += x_addr.eq(xbase + p * ntok + k)
-        else:               # q[n, :] of token (pixel) n = p: a channel i = k apart by the map
-            m.d.comb += x_addr.eq(xbase + k * ntok + p)
+        # ATTN_KV: k[:, i] of row (pixel) i = p, tokens consecutive; ATTN_QKV: q[n, :] of token
+        # (pixel) n = p, a channel i = k apart by the map
+        m.d.comb += x_addr.eq(xbase + Mux(kv, p * ntok + k, k * ntok + p))
 
         # a byte asked for in one cycle lands in its beat element the next
         m.d.sync += pend.eq(0)
@@ -173,22 +176,23 @@ class _AttnCore(Core):
         m.d.comb += [op.eq(ogb + ol), oj.eq(otj + om)]
         acc = obeat[olM + om]
         ovalid, otake = Signal(), Signal()
-        uin = unit.i.payload
-        if kv:
-            with m.If(om < J):
-                m.d.comb += [ovalid.eq((op < d) & (oj < d)), uin.group.eq(oh * d + oj),
-                             uin.tag.addr.eq(self.out_off[0] + (oh * d + op) * d + oj)]
-            with m.Else():
-                m.d.comb += [ovalid.eq((op < d) & (ot == 0)), uin.group.eq(HD + oh), uin.tag.ks.eq(1),
-                             uin.tag.addr.eq(self.out_off[1] + oh * d + op)]
-            m.d.comb += [uin.acc[0].eq(acc), unit.i.valid.eq(ohold & ovalid), otake.eq(unit.i.ready)]
-        else:
-            m.d.comb += [ovalid.eq((om < J) & (op < P) & (oj < d)), uin.num[0].eq(acc),
-                         uin.den.eq(obeat[olM + J]), uin.group.eq(oh * d + oj),
-                         addrs.w_data.eq(self.out_off[0]
-                                         + (R.geom(rec, "out_offset") + oh * d + oj) * outs[0].plane + op),
-                         unit.i.valid.eq(ohold & ovalid & addrs.w_rdy),
-                         addrs.w_en.eq(unit.i.valid & unit.i.ready), otake.eq(unit.i.ready & addrs.w_rdy)]
+        ri, di = rq.i.payload, dv.i.payload
+        # ATTN_KV: kv[h, i, j] (lanes < J), the k-sum ks[h, i] (lane J of the first tile)
+        with m.If(om < J):
+            m.d.comb += [ri.group.eq(oh * d + oj), ri.tag.addr.eq(self.out_off[0] + (oh * d + op) * d + oj)]
+        with m.Else():
+            m.d.comb += [ri.group.eq(HD + oh), ri.tag.ks.eq(1), ri.tag.addr.eq(self.out_off[1] + oh * d + op)]
+        # ATTN_QKV: num[n, j] (lanes < J) with den[n] (lane J), out at channel out_offset + h d + j
+        m.d.comb += [ri.acc[0].eq(acc), di.num[0].eq(acc), di.den.eq(obeat[olM + J]), di.group.eq(oh * d + oj),
+                     addrs.w_data.eq(self.out_off[0]
+                                     + (R.geom(rec, "out_offset") + oh * d + oj) * qkv_out.plane + op)]
+        with m.If(kv):
+            m.d.comb += [ovalid.eq((op < d) & Mux(om < J, oj < d, ot == 0)),
+                         rq.i.valid.eq(ohold & ovalid), otake.eq(rq.i.ready)]
+        with m.Else():
+            m.d.comb += [ovalid.eq((om < J) & (op < P) & (oj < d)),
+                         dv.i.valid.eq(ohold & ovalid & addrs.w_rdy),
+                         addrs.w_en.eq(dv.i.valid & dv.i.ready), otake.eq(dv.i.ready & addrs.w_rdy)]
         with m.If(ohold & (~ovalid | otake)):
             with m.If(om == M - 1):
                 m.d.sync += om.eq(0)
@@ -204,32 +208,32 @@ class _AttnCore(Core):
                 m.d.sync += om.eq(om + 1)
 
         # results into the output regions
-        m.d.comb += unit.o.ready.eq(1)
-        with m.If(unit.o.valid):
+        m.d.comb += [rq.o.ready.eq(1), dv.o.ready.eq(1)]
+        with m.If(rq.o.valid):
+            q, tag = rq.o.payload.q[0], rq.o.payload.tag
+            kmax = (Const(1, 1) << R.geom(rec, "kv_bits")[:4]) - 1       # kv_bits <= 8 (checked)
+            m.d.comb += [self.wen.eq(1), self.waddr.eq(tag.addr),
+                         self.wdata.eq(clamp(q, Mux(tag.ks, 0, R.geom(rec, "lo")),
+                                             Mux(tag.ks, kmax, R.geom(rec, "hi"))))]
+        with m.If(dv.o.valid):
+            m.d.comb += [self.wen.eq(1), self.waddr.eq(addrs.r_data), self.wdata.eq(dv.o.payload.q[0]),
+                         addrs.r_en.eq(1)]
+        with m.If(self.wen):
             m.d.sync += written.eq(written + 1)
-            m.d.comb += self.wen.eq(1)
-            if kv:
-                q, tag = unit.o.payload.q[0], unit.o.payload.tag
-                kmax = (Const(1, 1) << R.geom(rec, "kv_bits")[:4]) - 1       # kv_bits <= 8 (checked)
-                m.d.comb += [self.waddr.eq(tag.addr),
-                             self.wdata.eq(clamp(q, Mux(tag.ks, 0, R.geom(rec, "lo")),
-                                                 Mux(tag.ks, kmax, R.geom(rec, "hi"))))]
-            else:
-                m.d.comb += [self.waddr.eq(addrs.r_data), self.wdata.eq(unit.o.payload.q[0]), addrs.r_en.eq(1)]
 
         # --- the sequence --------------------------------------------------------------------------
-        r, tbl, grp = Signal(32), Signal(range(len(self.TABLES) + 1)), Signal(32)
-        prm = unit.prm.payload
-        for i, (tm, tn, _) in enumerate(self.TABLES):      # row r of table pair tbl
-            with m.If(tbl == i):
-                m.d.comb += [fr.addr.M.eq(self.p_off + offs[tm] + r * R.param_bytes(cfg, "mult")),
-                             fr.addr.n.eq(self.p_off + offs[tn] + r * R.param_bytes(cfg, "shift"))]
+        r, tbl, grp = Signal(32), Signal(range(len(KV_TABLES) + 1)), Signal(32)
+        for half, tables in ((kv, KV_TABLES), (~kv, QKV_TABLES)):
+            for i, (epi, tm, tn, _) in enumerate(tables):      # row r of table pair tbl
+                with m.If(half & (tbl == i)):
+                    m.d.comb += [fr.addr.M.eq(self.p_off + offs[epi][tm] + r * R.param_bytes(cfg, "mult")),
+                                 fr.addr.n.eq(self.p_off + offs[epi][tn] + r * R.param_bytes(cfg, "shift"))]
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.go):
                     xs = x.plane
                     m.d.sync += [H.eq(R.geom(rec, "heads")), d.eq(R.geom(rec, "dim")), ntok.eq(xs),
-                                 P.eq(R.geom(rec, "dim") if kv else xs), K.eq(xs if kv else R.geom(rec, "dim")),
+                                 P.eq(Mux(kv, R.geom(rec, "dim"), xs)), K.eq(Mux(kv, xs, R.geom(rec, "dim"))),
                                  HD.eq(R.geom(rec, "heads") * R.geom(rec, "dim")),
                                  groups.eq(0), tiles.eq(0), pcount.eq(0), jcount.eq(0), written.eq(0),
                                  ohold.eq(0), ol.eq(0), om.eq(0), olM.eq(0), oh.eq(0), ot.eq(0), og.eq(0),
@@ -244,7 +248,7 @@ class _AttnCore(Core):
                 with m.If(jcount < d):
                     m.d.sync += [jcount.eq(jcount + J), tiles.eq(tiles + 1)]
                 with m.If((pcount >= P) & (jcount >= d)):
-                    m.d.sync += expect.eq(HD * (d + 1) if kv else HD * P)
+                    m.d.sync += expect.eq(Mux(kv, HD * (d + 1), HD * P))
                     m.next = "CHECK"
             with m.State("CHECK"):
                 m.d.comb += [self.busy.eq(1), self.raddr.eq(fs.raddr)]
@@ -269,25 +273,29 @@ class _AttnCore(Core):
                 with m.If(fr.done):
                     m.next = "ROW_PRM"
             with m.State("ROW_PRM"):
-                m.d.comb += [self.busy.eq(1), unit.prm.valid.eq(1), prm.group.eq(grp),
-                             prm.row.m[0].eq(fr.value.M), prm.row.n[0].eq(fr.value.n),
-                             prm.row.z[0].eq(0 if kv else sv.z_out)]
-                with m.If(unit.prm.ready):
+                m.d.comb += self.busy.eq(1)
+                for unit, z in ((rq, 0), (dv, sv.z_out)):
+                    prm = unit.prm.payload
+                    m.d.comb += [prm.group.eq(grp), prm.row.m[0].eq(fr.value.M), prm.row.n[0].eq(fr.value.n),
+                                 prm.row.z[0].eq(z)]
+                m.d.comb += [rq.prm.valid.eq(kv), dv.prm.valid.eq(~kv)]
+                with m.If(Mux(kv, rq.prm.ready, dv.prm.ready)):
                     m.d.sync += [grp.eq(grp + 1), r.eq(r + 1)]
                     m.next = "ROW"
-                    for i, (_, _, rows) in enumerate(self.TABLES):
-                        with m.If((tbl == i) & (r == (HD if rows == "HD" else H) - 1)):
-                            m.d.sync += [r.eq(0), tbl.eq(i + 1)]
-                            if i == len(self.TABLES) - 1:
-                                m.d.sync += h.eq(0)
-                                m.next = "HEAD"
+                    for half, tables in ((kv, KV_TABLES), (~kv, QKV_TABLES)):
+                        for i, (_, _, _, rows) in enumerate(tables):
+                            with m.If(half & (tbl == i) & (r == (HD if rows == "HD" else H) - 1)):
+                                m.d.sync += [r.eq(0), tbl.eq(i + 1)]
+                                if i == len(tables) - 1:
+                                    m.d.sync += h.eq(0)
+                                    m.next = "HEAD"
             with m.State("HEAD"):
                 m.d.comb += self.busy.eq(1)
                 hd3 = h * 3 * d
-                if kv:
+                with m.If(kv):          # k and v of head h
                     m.d.sync += [xbase.eq(self.in_off[0] + (hd3 + d) * ntok),
                                  wbase.eq(self.in_off[0] + (hd3 + 2 * d) * ntok)]
-                else:
+                with m.Else():          # q of head h, its kv and k-sum
                     m.d.sync += [xbase.eq(self.in_off[0] + hd3 * ntok), wbase.eq(self.in_off[1] + h * d * d),
                                  sbase.eq(self.in_off[2] + h * d)]
                 m.d.sync += [t.eq(0), tj.eq(0)]
@@ -331,27 +339,6 @@ class _AttnCore(Core):
         return m
 
 
-def unit_depth(unit) -> int:
-    """Rows of the unit's per-channel parameter table."""
-    return unit.rq.depth if isinstance(unit, Log2Divider) else unit.depth
-
-
-class AttnKvCore(_AttnCore):
-    """``MAT.ATTN_KV``: k^T [v | 1] of every head, then kv per (head, column) and the k-sum per head
-    requantized."""
-    KV, EPILOGUE = True, "kv"
-    TABLES = (("M_kv", "n_kv", "HD"), ("M_ks", "n_ks", "H"))
-
-
-class AttnQkvCore(_AttnCore):
-    """``MAT.ATTN_QKV``: q [kv | ks] of every head, the log2 divisor and the shift division."""
-    KV, EPILOGUE = False, "divide"
-    TABLES = (("M_o", "n_o", "HD"),)
-
-
-def attn_kv_executor(cfg) -> StagedExecutor:
-    return StagedExecutor(cfg, AttnKvCore)
-
-
-def attn_qkv_executor(cfg) -> StagedExecutor:
-    return StagedExecutor(cfg, AttnQkvCore)
+def attn_executor(cfg) -> StagedExecutor:
+    """One executor for ``MAT.ATTN_KV`` and ``MAT.ATTN_QKV`` (map both opcodes to this factory)."""
+    return StagedExecutor(cfg, AttnCore)

@@ -1,7 +1,7 @@
 """The attention executors (MAT.ATTN_KV, MAT.ATTN_QKV: rtl/exec_attn.py), bit-exact against golden/.
 
 * ``@sim``: every attention operation of the test network replayed on the machine under Verilator
-  (tb/test_executors.py ``replay_failures``), each half on a build of its own.
+  (tb/test_executors.py ``replay_failures``), both halves on the one executor.
 * fast: the compute cores alone in Amaranth's simulator on a scratch laid out as rtl/staged.py lays
   it out, filled from golden's DRAM state before the operation (the regions the output slices come
   from compared with golden's state after it), and a record patched past the MAT engine's weight
@@ -24,6 +24,7 @@ from arch.config import PRESETS
 from arch import formats
 from arch.program import ALIGN, Group, Op, Tensor, param_tables
 from arch.regmap import ErrorCode
+from rtl.exec_attn import AttnCore
 from tb import replay
 from tb.test_executors import replay_failures
 
@@ -230,15 +231,10 @@ def _attn_ops(opcode: str) -> list[int]:
     return [op.index for op in prog.ops if op.opcode == opcode]
 
 
-def _core(opcode):
-    from rtl.exec_attn import AttnKvCore, AttnQkvCore
-    return AttnKvCore if opcode == "MAT.ATTN_KV" else AttnQkvCore
-
-
 @pytest.mark.parametrize("opcode", ["MAT.ATTN_KV", "MAT.ATTN_QKV"])
 def test_core_alone_is_bit_exact_on_the_network(opcode):
     for k in _attn_ops(opcode):
-        _check(_core(opcode), network_case(k), what=f"op {k}")
+        _check(AttnCore, network_case(k), what=f"op {k}")
 
 
 @pytest.mark.parametrize("preset", ["tiny", "small"])
@@ -248,13 +244,12 @@ def test_core_alone_is_bit_exact_on_two_heads(opcode, preset):
     head's bases and table rows, the output at a channel offset."""
     cfg = PRESETS[preset]
     case = synthetic_case(cfg, opcode, heads=2, dim=5, h=3, w=3, out_offset=2)
-    _check(_core(opcode), case, cfg, what=f"{preset} {opcode}")
+    _check(AttnCore, case, cfg, what=f"{preset} {opcode}")
 
 
 def test_kv_core_refuses_more_tokens_than_the_weight_buffer():
     """ATTN_KV reduces over the tokens: past mat_wbuf_words * mat_mults of them, BAD_GEOMETRY (the
     input's width patched in the record; nothing is read)."""
-    from rtl.exec_attn import AttnKvCore
     k = _attn_ops("MAT.ATTN_KV")[0]
     prog, _ = _network()
     x = prog.tensors[prog.ops[k].inputs[0]]
@@ -262,12 +257,12 @@ def test_kv_core_refuses_more_tokens_than_the_weight_buffer():
 
     def patch(rec):      # operand 0's dims word: d1 (bits 0..15), d2 (bits 16..31)
         struct.pack_into("<HH", rec, 4 * (encoding.OPERAND_WORDS + 2), x.shape[1], wide)
-    err, _, _ = run_core(AttnKvCore, network_case(k), patch_record=patch)
+    err, _, _ = run_core(AttnCore, network_case(k), patch_record=patch)
     assert err == ErrorCode.BAD_GEOMETRY
 
 
 @pytest.mark.sim
 def test_attention_executors_are_bit_exact():
-    from rtl.exec_attn import attn_kv_executor, attn_qkv_executor
-    failures = replay_failures({"MAT.ATTN_KV": attn_kv_executor, "MAT.ATTN_QKV": attn_qkv_executor}, "exec_attn")
+    from rtl.exec_attn import attn_executor
+    failures = replay_failures({"MAT.ATTN_KV": attn_executor, "MAT.ATTN_QKV": attn_executor}, "exec_attn")
     assert not failures, "\n".join(failures)
