@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from rtl.exec_add import add_executor
 from rtl.exec_lnorm import lnorm_executor
+from rtl.exec_mat import mat_executor
 from rtl.exec_pool import pool_executor
 from rtl.machine import Machine
 
@@ -13,6 +14,8 @@ EXECUTORS = {
     "UNIT.ADD": add_executor,
     "UNIT.POOL": pool_executor,
     "UNIT.LNORM": lnorm_executor,
+    "MAT.CONV": mat_executor,
+    "MAT.LINEAR": mat_executor,
 }
 
 

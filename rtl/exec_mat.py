@@ -1,0 +1,414 @@
+"""``MAT.CONV`` and ``MAT.LINEAR``: convolutions and vector x matrix products on the MAT engine.
+
+The core does in hardware what rtl/mat_schedule.py plans on the host. The operation's output
+channels ``[oc0, oc1)`` are cut into tiles of at most ``M = mat_lanes`` channels that never straddle
+a convolution group (grouped 1x1 convs: a tile's lanes share their input channels). Per tile it
+
+1. reads each lane's parameters (folded bias; the epilogue's ``M``/``n``/``z_out``, for ``hswish``
+   the pre-activation requant and the knee) from the parameter block
+   (:class:`~rtl.staged.ScalarFetch`) and writes the epilogue units' table row 0;
+2. sends the engine one command (``chunks = ceil(K / N)`` words of the ``K = cin/groups * k * k``
+   taps, every pixel group of ``L = replicas`` output pixels, ``load = 1``, the lanes' biases), the
+   ``chunks`` weight beats (lane ``m``, tap ``c N + n``: byte ``w_off + (ch + m) K + c N + n`` of the
+   ``[oc1 - oc0, cin/groups, k, k]`` weights; 0 past ``K`` and for unused lanes) and the input beats
+   (pixel group, then chunk; element ``l N + n`` = pixel ``g L + l``, tap ``c N + n``: the input code
+   at ``(ci, oy stride - pad + ky, ox stride - pad + kx)``, the channel's padding code ``z_x[ci]``
+   outside the map (the low byte of its int16 table entry: SPEC 0/2), 0 past ``K``);
+3. hands the engine's ``L x M`` accumulators pixel by pixel (pixels past the map dropped) to the
+   epilogue: :class:`~rtl.requant.Requant` (``requant``; ``logits`` with ``z = 0`` and the output
+   tensor's signed range, as golden's ``logits_requant``; ``hswish``: the pre-activation requant to
+   ``[pre_lo, pre_hi]``, then :class:`~rtl.hswish.Hardswish`), and writes each lane's code at
+   ``out_off[0] + ((oc0 + ch) * plane + pixel) * bytes`` (little-endian; 2 bytes for logits).
+
+A tile starts once the one before it is written (its table row is then free). Every beat is
+gathered byte by byte through the scratch read port (address registered, data two cycles later),
+then handed over: correctness first, one byte per cycle. ``MAT.LINEAR`` is the 1x1 case on a 1x1
+map. Geometries the core cannot run stop the operation with BAD_GEOMETRY before anything is
+computed (:func:`geometry_ok` is the Python mirror of the check).
+"""
+from __future__ import annotations
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data
+
+from arch import encoding
+from arch.regmap import ErrorCode
+from arch.timing import MAT_GROUPS_BITS
+from rtl import record as R
+from rtl.hswish import Hardswish
+from rtl.mat_engine import MatEngine
+from rtl.requant import Requant
+from rtl.staged import Core, ScalarFetch, StagedExecutor
+
+EPILOGUES = ("requant", "hswish", "logits")
+LINEAR = encoding.OPCODE_IDS["MAT.LINEAR"]
+CONV = encoding.OPCODE_IDS["MAT.CONV"]
+
+
+def epilogue_id(record):
+    """The record's epilogue (word 0, bits 8..15: arch/encoding.py ``EPILOGUE_IDS``)."""
+    return R.word(record, 0)[8:16]
+
+
+def geometry_ok(cfg, opcode: str, epilogue: str, g: dict, oc0: int, oc1: int, x_bits: int, out_bits: int,
+                n_in: int = 1, n_out: int = 1) -> bool:
+    """What :class:`MatCore` runs (Python mirror of its BAD_GEOMETRY check)."""
+    if opcode == "MAT.LINEAR":
+        g = dict(g, h=1, w=1, oh=1, ow=1, k=1, stride=1, pad=0, groups=1)
+    out_max = cfg.logit_bits if epilogue == "logits" else cfg.act_bits
+    ok = (opcode in ("MAT.CONV", "MAT.LINEAR") and epilogue in EPILOGUES and n_in == 1 and n_out == 1
+          and 0 <= oc0 < oc1 <= g["cout"] and x_bits <= cfg.act_bits and 1 <= out_bits <= out_max
+          and g.get("w_bits", cfg.weight_bits) <= cfg.weight_bits
+          and g["k"] >= 1 and g["stride"] >= 1 and g["groups"] >= 1)
+    if not ok or g["cin"] % g["groups"] or g["cout"] % g["groups"]:
+        return False
+    taps = g["cin"] // g["groups"] * g["k"] ** 2
+    pixel_groups = -(-g["oh"] * g["ow"] // cfg.replicas)
+    return 1 <= -(-taps // cfg.mat_mults) <= cfg.mat_wbuf_words and 1 <= pixel_groups < 1 << MAT_GROUPS_BITS
+
+
+class MatCore(Core):
+    """The MAT.CONV / MAT.LINEAR core (module docstring): tiles of output channels on the engine."""
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, rec, ab = self.cfg, self.record, self.abits
+        M, N, L = cfg.mat_lanes, cfg.mat_mults, cfg.replicas
+        if N & (N - 1):
+            raise ValueError(f"MatCore: mat_mults = {N} must be a power of two")
+        logN = N.bit_length() - 1
+        wrap = lambda v: v[:ab]                                   # noqa: E731  scratch addresses wrap
+        g = lambda name: R.geom(rec, name)                        # noqa: E731
+        x_op, o_op = R.operand(rec, 0), R.operand(rec, 1)
+
+        m.submodules.eng = eng = MatEngine(cfg)
+        ob = max(cfg.logit_bits, cfg.act_bits + 1)                # the first requant: codes or logits
+        m.submodules.rq = rq = Requant(cfg, lanes=M, out_shape=signed(ob), tag_shape=unsigned(32))
+        m.submodules.hs = hs = Hardswish(cfg, lanes=M, tag_shape=unsigned(32))
+
+        # --- the operation (MAT.LINEAR: a 1x1 conv on a 1x1 map) ---------------------------------
+        lin = R.opcode(rec) == LINEAR
+        e_id = epilogue_id(rec)
+        is_hs = e_id == encoding.EPILOGUE_IDS["hswish"]
+        is_lg = e_id == encoding.EPILOGUE_IDS["logits"]
+        one = lambda name: Mux(lin, 1, g(name))                   # noqa: E731
+        H, W, OH, OW, k, stride, groups = (one(n) for n in ("h", "w", "oh", "ow", "k", "stride", "groups"))
+        pad = Mux(lin, 0, g("pad"))
+        cin, cout = g("cin"), g("cout")
+        C = Signal(16)
+        m.d.comb += C.eq(R.oc1(rec) - R.oc0(rec))
+        oeb = o_op.elem_bytes
+        base_ok = ((R.opcode(rec) == CONV) | lin) & (R.n_inputs(rec) == 1) & (R.n_outputs(rec) == 1)
+        base_ok &= (e_id == encoding.EPILOGUE_IDS["requant"]) | is_hs | is_lg
+        base_ok &= (R.oc0(rec) < R.oc1(rec)) & (R.oc1(rec) <= cout) & (x_op.bits <= cfg.act_bits)
+        base_ok &= (o_op.bits >= 1) & (o_op.bits <= Mux(is_lg, cfg.logit_bits, cfg.act_bits))
+        base_ok &= (g("w_bits") <= cfg.weight_bits) & (k >= 1) & (stride >= 1) & (groups >= 1)
+
+        # set up once per operation (registered products, quotients by counting)
+        plane, P, kk, K = Signal(32), Signal(32), Signal(16), Signal(32)
+        cin_g, cout_g, n_grp = Signal(16), Signal(16), Signal(MAT_GROUPS_BITS + 1)
+        acc_i, acc_o, acc_p = Signal(17), Signal(17), Signal(33)
+        chunks = Signal(range(cfg.mat_wbuf_words + 2))
+        d_row, d_ch, d_orow, poff0 = (Signal(signed(34), name=n) for n in ("d_row", "d_ch", "d_orow", "poff0"))
+        gstep, pstep = Signal(32), Signal(32)
+        # the tile: first channel (within the op), its group, lanes used
+        ch, rem, lanes = Signal(16), Signal(16), Signal(range(M + 1))
+        gbase, gbase_off = Signal(16), Signal(32)                 # the group's first input channel, its offset
+        wtile, otile = Signal(32), Signal(32)
+
+        # --- parameters: one lane's fields; requant's tables where hswish has none ----------------
+        offs = {e: R.param_offsets(m, rec, e, cfg) for e in EPILOGUES}
+        fields = R.param_fields(cfg, "hswish", ["bias", "pre_M", "pre_n", "pre_z", "t3", "z_p", "M", "n", "z_out"])
+        m.submodules.fetch = fetch = ScalarFetch(ab, fields)
+        m.d.comb += fetch.rdata.eq(self.rdata)
+        lane = Signal(range(M + 1))
+        for name, nbytes, _ in fields:
+            off = offs["hswish"][name]
+            if name in offs["requant"]:
+                off = Mux(is_hs, off, Mux(is_lg, offs["logits"].get(name, 0), offs["requant"][name]))
+            m.d.comb += getattr(fetch.addr, name).eq(wrap(self.p_off + off + (ch + lane) * nbytes))
+        zx_off = Mux(is_hs, offs["hswish"]["z_x"], Mux(is_lg, offs["logits"]["z_x"], offs["requant"]["z_x"]))
+        zx_bytes = R.param_fields(cfg, "requant", ["z_x"])[0][1]
+        v = fetch.value
+        bias = Signal(data.ArrayLayout(signed(cfg.acc_bits), M))
+        rq_row, hs_row = Signal(rq.prm_layout["row"].shape), Signal(hs.prm_layout["row"].shape)
+        m.d.comb += [rq.prm.payload.row.eq(rq_row), hs.prm.payload.row.eq(hs_row),
+                     rq.prm.payload.group.eq(0), hs.prm.payload.group.eq(0)]
+
+        def latch_lane(i, zero=False):
+            """Lane ``i``'s fetched values (0 for a lane past the tile) into the rows and the biases."""
+            val = (lambda x: 0) if zero else (lambda x: x)
+            m.d.sync += [bias[i].eq(val(v.bias)),
+                         rq_row.m[i].eq(val(Mux(is_hs, v.pre_M, v.M))), rq_row.n[i].eq(val(Mux(is_hs, v.pre_n, v.n))),
+                         rq_row.z[i].eq(val(Mux(is_hs, v.pre_z, Mux(is_lg, 0, v.z_out)))),
+                         hs_row.m[i].eq(val(v.M)), hs_row.n[i].eq(val(v.n)), hs_row.z[i].eq(val(v.z_out)),
+                         hs_row.zp[i].eq(val(v.z_p)), hs_row.t3[i].eq(val(v.t3))]
+
+        # --- gather: beat bytes through the scratch read port (address registered, byte 2 later) --
+        E = max(M, L) * N
+        beat = Signal(8 * E)
+        issue, i_addr, i_zero = Signal(), Signal(ab), Signal()
+        i_idx = Signal(range(E))
+        v1, z1, v2, z2 = Signal(), Signal(), Signal(), Signal()
+        a1 = Signal(ab)
+        idx1, idx2 = Signal(range(E)), Signal(range(E))
+        m.d.sync += [v1.eq(issue), a1.eq(i_addr), z1.eq(i_zero), idx1.eq(i_idx), v2.eq(v1), z2.eq(z1), idx2.eq(idx1)]
+        with m.If(v2):
+            m.d.sync += beat.word_select(idx2, 8).eq(Mux(z2, 0, self.rdata))
+        e = Signal(range(E + 2))                                  # element issued (then 2 to land)
+        ln, nn = Signal(range(max(M, L) + 1)), Signal(range(N + 1))   # beat position: replica / lane, tap
+        m.d.comb += i_idx.eq(Cat(nn[:logN], ln) if logN else ln)
+
+        # weights: lane ln, tap c N + nn at wq + nn (wq = wtile + c N + ln K)
+        c = Signal(range(cfg.mat_wbuf_words + 1))
+        wq = Signal(32)
+        tw = Signal(32)
+        m.d.comb += tw.eq((c << logN) + nn)
+        for j in range(M * N):
+            m.d.comb += eng.w.payload[j].eq(beat.word_select(j, 8).as_signed())
+
+        # inputs: a tap cursor T (tap t, input channel ci, ky, kx, toff = ci plane + ky W + kx) with
+        # its copy T0 at the chunk's first tap, a pixel cursor P (p, oy, ox, iy0 = oy stride - pad,
+        # ix0, poff = iy0 W + ix0) with its copy P0 at the pixel group's first pixel
+        tcur = dict(t=Signal(32), ci=Signal(16), ky=Signal(8), kx=Signal(8), toff=Signal(32))
+        t0 = {n: Signal(s.shape(), name=f"{n}_0") for n, s in tcur.items()}
+        pcur = dict(p=Signal(32), oy=Signal(16), ox=Signal(16), iy0=Signal(signed(18)), ix0=Signal(signed(18)),
+                    poff=Signal(signed(34)))
+        p0 = {n: Signal(s.shape(), name=f"{n}_0") for n, s in pcur.items()}
+        tap_first = dict(t=0, ci=gbase, ky=0, kx=0, toff=gbase_off)
+        pix_first = dict(p=0, oy=0, ox=0, iy0=-pad, ix0=-pad, poff=poff0)
+
+        def tap_next(cur):
+            kx_end, ky_end = cur["kx"] == k - 1, cur["ky"] == k - 1
+            return dict(t=cur["t"] + 1, kx=Mux(kx_end, 0, cur["kx"] + 1),
+                        ky=Mux(kx_end, Mux(ky_end, 0, cur["ky"] + 1), cur["ky"]),
+                        ci=Mux(kx_end & ky_end, cur["ci"] + 1, cur["ci"]),
+                        toff=cur["toff"] + Mux(kx_end, Mux(ky_end, d_ch, d_row), 1))
+
+        def pix_next(cur):
+            end = cur["ox"] == OW - 1
+            return dict(p=cur["p"] + 1, ox=Mux(end, 0, cur["ox"] + 1), oy=Mux(end, cur["oy"] + 1, cur["oy"]),
+                        ix0=Mux(end, -pad, cur["ix0"] + stride), iy0=Mux(end, cur["iy0"] + stride, cur["iy0"]),
+                        poff=cur["poff"] + Mux(end, d_orow, stride))
+
+        def put(dst, src):
+            m.d.sync += [dst[n].eq(src[n]) for n in dst]
+
+        iy, ix = Signal(signed(19)), Signal(signed(19))
+        m.d.comb += [iy.eq(pcur["iy0"] + tcur["ky"]), ix.eq(pcur["ix0"] + tcur["kx"])]
+        inside = (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
+        x_addr = Mux(inside, self.in_off[0] + tcur["toff"] + pcur["poff"],
+                     self.p_off + zx_off + tcur["ci"] * zx_bytes)
+        x_zero = (tcur["t"] >= K) | (pcur["p"] >= P)
+        xc, xg = Signal(range(cfg.mat_wbuf_words + 1)), Signal(MAT_GROUPS_BITS + 1)   # chunk, pixel group
+        for j in range(L * N):
+            m.d.comb += eng.x.payload[j].eq(beat.word_select(j, 8))
+        m.d.comb += [eng.cmd.payload.chunks.eq(chunks), eng.cmd.payload.groups.eq(n_grp),
+                     eng.cmd.payload.load.eq(1), eng.cmd.payload.bias.eq(bias)]
+
+        # --- results: engine beats pixel by pixel into the epilogue, codes lane by lane out -------
+        sl, opx = Signal(range(L + 1)), Signal(32)                # replica within the beat, its pixel
+        pix = Signal(32)
+        m.d.comb += pix.eq(opx + sl)
+        keep = pix < P
+        for j in range(M):
+            m.d.comb += rq.i.payload.acc[j].eq(eng.o.payload.as_value().word_select(sl * M + j, cfg.acc_bits)
+                                               .as_signed())
+        m.d.comb += [rq.i.payload.group.eq(0), rq.i.payload.tag.eq(pix), rq.i.valid.eq(eng.o.valid & keep)]
+        with m.If(eng.o.valid & (rq.i.ready | ~keep)):
+            with m.If(sl == L - 1):
+                m.d.comb += eng.o.ready.eq(1)
+                m.d.sync += [sl.eq(0), opx.eq(opx + L)]
+            with m.Else():
+                m.d.sync += sl.eq(sl + 1)
+        lim = (Const(1, 32) << (o_op.bits - 1)[:5])[:ob]
+        m.d.comb += [rq.lo.eq(Mux(is_hs, g("pre_lo"), Mux(is_lg, -lim, g("lo")))),
+                     rq.hi.eq(Mux(is_hs, g("pre_hi"), Mux(is_lg, lim - 1, g("hi")))),
+                     hs.lo.eq(g("lo")), hs.hi.eq(g("hi")),
+                     hs.i.payload.group.eq(0), hs.i.payload.tag.eq(rq.o.payload.tag)]
+        for j in range(M):
+            m.d.comb += hs.i.payload.p[j].eq(rq.o.payload.q[j])
+        res_valid, res_tag = Signal(), Signal(32)
+        res_q = Signal(data.ArrayLayout(signed(ob), M))
+        res_ready = Signal()
+        with m.If(is_hs):
+            m.d.comb += [hs.i.valid.eq(rq.o.valid), rq.o.ready.eq(hs.i.ready), res_valid.eq(hs.o.valid),
+                         res_tag.eq(hs.o.payload.tag), hs.o.ready.eq(res_ready)]
+            for j in range(M):
+                m.d.comb += res_q[j].eq(hs.o.payload.q[j])
+        with m.Else():
+            m.d.comb += [res_valid.eq(rq.o.valid), res_tag.eq(rq.o.payload.tag), rq.o.ready.eq(res_ready),
+                         res_q.eq(rq.o.payload.q)]
+        wl, wb = Signal(range(M + 1)), Signal(2)                  # lane, byte being written
+        lofs = Signal(32)                                         # wl * pstep
+        tile_done = Signal()
+        m.d.comb += [self.waddr.eq(wrap(otile + lofs + res_tag * oeb + wb)),
+                     self.wdata.eq(res_q.as_value().word_select(wl, ob).word_select(wb, 8)),
+                     self.wen.eq(res_valid & (wl < lanes))]
+        with m.If(res_valid):
+            with m.If(wb != oeb - 1):
+                m.d.sync += wb.eq(wb + 1)
+            with m.Elif(wl != lanes - 1):
+                m.d.sync += [wb.eq(0), wl.eq(wl + 1), lofs.eq(lofs + pstep)]
+            with m.Else():
+                m.d.comb += res_ready.eq(1)
+                m.d.sync += [wb.eq(0), wl.eq(0), lofs.eq(0)]
+                with m.If(res_tag == P - 1):
+                    m.d.sync += tile_done.eq(1)
+
+        # --- the sequence ----------------------------------------------------------------------
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.go):
+                    m.next = "CHECK"
+            with m.State("CHECK"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(~base_ok):
+                    m.d.comb += [self.error.eq(1), self.error_code.eq(ErrorCode.BAD_GEOMETRY)]
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.sync += [plane.eq(x_op.plane), P.eq(OH * OW), kk.eq(k * k), pstep.eq(o_op.plane * oeb),
+                                 d_row.eq(W - (k - 1)), d_ch.eq(x_op.plane - (k - 1) * W - (k - 1)),
+                                 d_orow.eq(stride * W - (OW - 1) * stride), poff0.eq(-(pad * W) - pad),
+                                 acc_i.eq(0), acc_o.eq(0), acc_p.eq(0), cin_g.eq(0), cout_g.eq(0), n_grp.eq(0)]
+                    m.next = "DIVIDE"
+            with m.State("DIVIDE"):                               # cin / groups, cout / groups, ceil(P / L)
+                m.d.comb += self.busy.eq(1)
+                with m.If(acc_i < cin):
+                    m.d.sync += [acc_i.eq(acc_i + groups), cin_g.eq(cin_g + 1)]
+                with m.If(acc_o < cout):
+                    m.d.sync += [acc_o.eq(acc_o + groups), cout_g.eq(cout_g + 1)]
+                with m.If(acc_p < P):
+                    m.d.sync += [acc_p.eq(acc_p + L), n_grp.eq(n_grp + 1)]
+                with m.If((acc_i >= cin) & (acc_o >= cout) & (acc_p >= P)):
+                    m.d.sync += [K.eq(cin_g * kk), gstep.eq(cin_g * plane), rem.eq(R.oc0(rec)), ch.eq(0),
+                                 gbase.eq(0), gbase_off.eq(0)]
+                    m.next = "LOCATE"
+                    with m.If((acc_i != cin) | (acc_o != cout) | (n_grp >= 1 << MAT_GROUPS_BITS) | (n_grp == 0)):
+                        m.d.comb += [self.error.eq(1), self.error_code.eq(ErrorCode.BAD_GEOMETRY)]
+                        m.next = "IDLE"
+            with m.State("LOCATE"):                               # oc0's group: oc0 / cout_g
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += chunks.eq((K + N - 1) >> logN)
+                with m.If(rem >= cout_g):
+                    m.d.sync += [rem.eq(rem - cout_g), gbase.eq(gbase + cin_g), gbase_off.eq(gbase_off + gstep)]
+                with m.Else():
+                    m.next = "TILE"
+            with m.State("TILE"):
+                m.d.comb += self.busy.eq(1)
+                left, in_grp = C - ch, cout_g - rem
+                n_l = Mux((left < M) & (left < in_grp), left, Mux(in_grp < M, in_grp, M))
+                with m.If((chunks > cfg.mat_wbuf_words) | (chunks == 0)):
+                    m.d.comb += [self.error.eq(1), self.error_code.eq(ErrorCode.BAD_GEOMETRY)]
+                    m.next = "IDLE"
+                with m.Elif(ch >= C):
+                    m.d.comb += self.done.eq(1)
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.sync += [lanes.eq(n_l), lane.eq(0), wtile.eq(self.w_off + ch * K),
+                                 otile.eq(self.out_off[0] + (R.oc0(rec) + ch) * pstep), tile_done.eq(0),
+                                 sl.eq(0), opx.eq(0)]
+                    m.next = "FETCH"
+            with m.State("FETCH"):                                # lane ``lane``'s parameters
+                m.d.comb += [self.busy.eq(1), self.raddr.eq(fetch.raddr)]
+                with m.If(lane == M):
+                    m.next = "ROW"
+                with m.Elif(lane >= lanes):
+                    with m.Switch(lane):
+                        for i in range(M):
+                            with m.Case(i):
+                                latch_lane(i, zero=True)
+                    m.d.sync += lane.eq(lane + 1)
+                with m.Else():
+                    m.d.comb += fetch.go.eq(1)
+                    m.next = "FETCH_WAIT"
+            with m.State("FETCH_WAIT"):
+                m.d.comb += [self.busy.eq(1), self.raddr.eq(fetch.raddr)]
+                with m.If(fetch.done):
+                    with m.Switch(lane):
+                        for i in range(M):
+                            with m.Case(i):
+                                latch_lane(i)
+                    m.d.sync += lane.eq(lane + 1)
+                    m.next = "FETCH"
+            with m.State("ROW"):                                  # the tile's table rows (always ready)
+                m.d.comb += [self.busy.eq(1), rq.prm.valid.eq(1), hs.prm.valid.eq(1)]
+                m.next = "CMD"
+            with m.State("CMD"):
+                m.d.comb += [self.busy.eq(1), eng.cmd.valid.eq(1)]
+                with m.If(eng.cmd.ready):
+                    m.d.sync += [c.eq(0), wq.eq(wtile), e.eq(0), ln.eq(0), nn.eq(0)]
+                    m.next = "W_GATHER"
+            with m.State("W_GATHER"):                             # weight word c
+                m.d.comb += [self.busy.eq(1), self.raddr.eq(a1)]
+                m.d.comb += [issue.eq(e < M * N), i_addr.eq(wrap(wq + nn)), i_zero.eq((ln >= lanes) | (tw >= K))]
+                m.d.sync += e.eq(e + 1)
+                with m.If(e < M * N):
+                    with m.If(nn != N - 1):
+                        m.d.sync += nn.eq(nn + 1)
+                    with m.Else():
+                        m.d.sync += [nn.eq(0), ln.eq(ln + 1), wq.eq(wq + K)]
+                with m.If(e == M * N + 1):
+                    m.next = "W_BEAT"
+            with m.State("W_BEAT"):
+                m.d.comb += [self.busy.eq(1), eng.w.valid.eq(1)]
+                with m.If(eng.w.ready):
+                    m.d.sync += [c.eq(c + 1), wq.eq(wtile + ((c + 1) << logN)), e.eq(0), ln.eq(0), nn.eq(0)]
+                    with m.If(c == chunks - 1):
+                        put(tcur, tap_first)
+                        put(t0, tap_first)
+                        put(pcur, pix_first)
+                        put(p0, pix_first)
+                        m.d.sync += [xc.eq(0), xg.eq(0)]
+                        m.next = "X_GATHER"
+                    with m.Else():
+                        m.next = "W_GATHER"
+            with m.State("X_GATHER"):                             # chunk xc of pixel group xg
+                m.d.comb += [self.busy.eq(1), self.raddr.eq(a1)]
+                m.d.comb += [issue.eq(e < L * N), i_addr.eq(wrap(x_addr)), i_zero.eq(x_zero)]
+                m.d.sync += e.eq(e + 1)
+                with m.If(e < L * N):
+                    with m.If(nn != N - 1):
+                        m.d.sync += nn.eq(nn + 1)
+                        put(tcur, tap_next(tcur))
+                    with m.Elif(ln != L - 1):                     # the next pixel, the chunk's taps again
+                        m.d.sync += [nn.eq(0), ln.eq(ln + 1)]
+                        put(tcur, t0)
+                        put(pcur, pix_next(pcur))
+                    with m.Elif(xc == chunks - 1):                # the next pixel group, from tap 0
+                        m.d.sync += [nn.eq(0), ln.eq(0)]
+                        put(tcur, tap_first)
+                        put(t0, tap_first)
+                        put(pcur, pix_next(pcur))
+                        put(p0, pix_next(pcur))
+                    with m.Else():                                # the next chunk, the group's pixels again
+                        m.d.sync += [nn.eq(0), ln.eq(0)]
+                        put(tcur, tap_next(tcur))
+                        put(t0, tap_next(tcur))
+                        put(pcur, p0)
+                with m.If(e == L * N + 1):
+                    m.next = "X_BEAT"
+            with m.State("X_BEAT"):
+                m.d.comb += [self.busy.eq(1), eng.x.valid.eq(1)]
+                with m.If(eng.x.ready):
+                    m.d.sync += e.eq(0)
+                    with m.If(xc == chunks - 1):
+                        m.d.sync += [xc.eq(0), xg.eq(xg + 1)]
+                    with m.Else():
+                        m.d.sync += xc.eq(xc + 1)
+                    with m.If((xc == chunks - 1) & (xg == n_grp - 1)):
+                        m.next = "DRAIN"
+                    with m.Else():
+                        m.next = "X_GATHER"
+            with m.State("DRAIN"):                                # the tile's last code written
+                m.d.comb += self.busy.eq(1)
+                with m.If(tile_done & ~eng.o.valid):          # (and the last engine beat let go)
+                    m.d.sync += [ch.eq(ch + lanes), rem.eq(rem + lanes)]
+                    with m.If(rem + lanes == cout_g):
+                        m.d.sync += [rem.eq(0), gbase.eq(gbase + cin_g), gbase_off.eq(gbase_off + gstep)]
+                    m.next = "TILE"
+        return m
+
+
+def mat_executor(cfg) -> StagedExecutor:
+    return StagedExecutor(cfg, MatCore)
