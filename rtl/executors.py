@@ -5,6 +5,7 @@ An opcode missing here is refused by the sequencer with BAD_OPCODE (rtl/sequence
 from __future__ import annotations
 
 from rtl.exec_add import add_executor
+from rtl.exec_attn import attn_executor
 from rtl.exec_lnorm import lnorm_executor
 from rtl.exec_mat import mat_executor
 from rtl.exec_pool import pool_executor
@@ -16,6 +17,8 @@ EXECUTORS = {
     "UNIT.LNORM": lnorm_executor,
     "MAT.CONV": mat_executor,
     "MAT.LINEAR": mat_executor,
+    "MAT.ATTN_KV": attn_executor,
+    "MAT.ATTN_QKV": attn_executor,
 }
 
 
