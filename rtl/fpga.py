@@ -521,7 +521,13 @@ def main(argv=None) -> int:
     pp.add_argument("--json", type=Path, default=None, help="also write the rows here")
     pp.add_argument("--write-baseline", type=Path, default=None,
                     help="also store each routed unit's Fmax as the committed baseline (rtl/timing_baseline.json)")
+    vp = sub.add_parser("vivado", help="write a Vivado project for the ZCU102: the machine packaged as an IP "
+                                       "beside the Zynq UltraScale+ PS (rtl/vivado.py)")
+    vp.add_argument("--preset", default="zcu102", help=f"of {', '.join(PRESETS)} (default zcu102)")
+    vp.add_argument("--out", type=Path, default=Path("build/fpga"))
     args = ap.parse_args(argv)
+    if args.cmd == "vivado":
+        return vivado_main(args, vp)
 
     from rtl.build import _sources_digest
     from rtl.units import UNITS
@@ -576,6 +582,26 @@ def main(argv=None) -> int:
     print(f"{len(rows)} unit(s), {'all routed' if ok else 'SOME FAILED'}; rows in {d / 'summary.json'}"
           + (f" and {args.json}" if args.json else ""))
     return 0 if ok else 1
+
+
+def vivado_main(args, parser) -> int:
+    from rtl.vivado import vivado_project
+    if args.preset not in PRESETS:
+        parser.error(f"unknown preset {args.preset!r}; known: {', '.join(PRESETS)}")
+    t0 = time.monotonic()
+    try:
+        r = vivado_project(PRESETS[args.preset], args.out / args.preset)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {', '.join(r['files'])} into {r['dir']} ({time.monotonic() - t0:.0f} s)")
+    if r["vivado"]:
+        print(f"Vivado found at {r['vivado']}: run `vivado -mode batch -source {r['dir']}/build.tcl` to package the IP, "
+              "build the block design and implement it (timing and utilization reports next to build.tcl)")
+    else:
+        print("Vivado is not installed here: the project was generated but NOT synthesized, implemented or timed; "
+              f"on a machine with Vivado run `vivado -mode batch -source {r['dir']}/build.tcl`")
+    return 0
 
 
 if __name__ == "__main__":
