@@ -22,6 +22,8 @@ the scratch, no overlap of the phases; the compute cores are where the throughpu
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from amaranth import Cat, Const, Elaboratable, Module, Mux, ResetInserter, Signal, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
@@ -342,3 +344,42 @@ class ScalarFetch(wiring.Component):
                     with m.If(running):
                         m.d.sync += raw[name].word_select(b, 8).eq(self.rdata)
         return m
+
+
+# --- helpers of the cores -------------------------------------------------------------------------
+def epilogue_id(record):
+    """The record's epilogue (word 0, bits 8..15: arch/encoding.py ``EPILOGUE_IDS``)."""
+    return R.word(record, 0)[8:16]
+
+
+@contextmanager
+def checked_start(m: Module, core: Core, ok, first: str):
+    """The ``IDLE`` and ``CHECK`` states of a core's FSM: on ``go``, a geometry the core cannot run
+    (``ok`` low) answers ``error`` with BAD_GEOMETRY and returns to ``IDLE``; otherwise the
+    statements of the ``with`` body (the core's set-up) run in ``CHECK`` and the FSM goes to ``first``."""
+    with m.State("IDLE"):
+        with m.If(core.go):
+            m.next = "CHECK"
+    with m.State("CHECK"):
+        m.d.comb += core.busy.eq(1)
+        with m.If(~ok):
+            m.d.comb += [core.error.eq(1), core.error_code.eq(ErrorCode.BAD_GEOMETRY)]
+            m.next = "IDLE"
+        with m.Else():
+            yield
+            m.next = first
+
+
+def odometer(m: Module, digits) -> list:
+    """Advance nested counters by one step (call under the step's condition): ``digits`` are
+    ``(counter, count)`` pairs, innermost first; each wraps to 0 after ``count - 1`` and carries into the
+    next. Returns ``wraps``: ``wraps[i]`` is true when counters ``0..i`` all wrap in this step
+    (``wraps[-1]``: the whole loop nest is done)."""
+    wraps, carry = [], Const(1)
+    for counter, count in digits:
+        last = counter == count - 1
+        with m.If(carry):
+            m.d.sync += counter.eq(Mux(last, 0, counter + 1))
+        carry = carry & last
+        wraps.append(carry)
+    return wraps
