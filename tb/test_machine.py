@@ -12,8 +12,9 @@ Two builds:
   bad opcode, an operation index out of order, weights / activation operands out of range, a program
   in memory that answers SLVERR) stops with its error code and the failing operation's index,
   raises the interrupt line, leaves the machine idle, and a good program runs after it;
-* the **machine as built** (rtl/executors.py): until it executes the stem, it refuses the first
-  operation with BAD_OPCODE and stays usable (tb/test_executors.py replays what it does execute).
+* the **machine as built** (rtl/executors.py) refuses a program that keeps tensors in the on-chip
+  activation buffer (its executors stream operands from DRAM) with BAD_GEOMETRY at the first
+  operation (tb/test_executors.py and tb/test_run_network.py run what it does execute).
 """
 from __future__ import annotations
 
@@ -127,20 +128,20 @@ def test_control_plane_walks_the_program_and_refuses_every_malformed_one():
 
 
 @pytest.mark.sim
-def test_machine_as_built_refuses_what_it_cannot_execute():
+def test_machine_as_built_refuses_operands_in_the_activation_buffer():
+    """The staged executors stream every operand from DRAM (compile_ir(on_chip=False)); a program that
+    places tensors in the on-chip activation buffer stops at its first operation with BAD_GEOMETRY."""
     from rtl.executors import EXECUTORS, machine
     prog, image = _program()
-    m = machine(CFG)
-    runs = [{"name": "first_op"}]
+    assert prog.tensors[prog.ops[0].output].space != "dram"
     res = run_cocotb(unit="machine", make=lambda: machine(CFG), config=CFG, module="tb.machine_cocotb",
                      case="built", gen={"executors": sorted(EXECUTORS)}, arrays={"image": image}, seed=1,
-                     params={"runs": runs, "base": BASE, "fault_base": BASE + FAULT_OFFSET, "program_offset": 0,
-                             "ops": len(prog.ops), "cycle_limit": 200_000, "pauses": 0.0, "latency": [0, 0]})
+                     params={"runs": [{"name": "on_chip_program"}], "base": BASE, "fault_base": BASE + FAULT_OFFSET,
+                             "program_offset": 0, "ops": len(prog.ops), "cycle_limit": 200_000, "pauses": 0.0,
+                             "latency": [0, 0]})
     (r,) = res["runs"]
-    if prog.ops[0].opcode in m.opcodes:
-        pytest.fail("the machine now executes the stem: replace this test by the bit-exact network run")
     assert r["status"]["ERROR"] and not r["hung"] and not r["busy_after"], r
-    assert (r["error_code"], r["error_op"]) == (ErrorCode.BAD_OPCODE, 0), r
+    assert (r["error_code"], r["error_op"]) == (ErrorCode.BAD_GEOMETRY, 0), r
 
 
 def test_machine_ports_follow_the_axi_conventions():
