@@ -1,28 +1,33 @@
-"""Which executor runs which opcode: the machine as built (``machine(cfg)``).
+"""Which core runs which opcode: the machine as built (``machine(cfg)``).
 
-An opcode missing here is refused by the sequencer with BAD_OPCODE (rtl/sequencer.py).
+Every opcode runs on one staged executor (rtl/staged.py): the cores share its scratch, its load /
+store sequencer and the DMA. An opcode missing here is refused by the sequencer with BAD_OPCODE
+(rtl/sequencer.py).
 """
 from __future__ import annotations
 
-from rtl.exec_add import add_executor
-from rtl.exec_attn import attn_executor
-from rtl.exec_lnorm import lnorm_executor
-from rtl.exec_mat import mat_executor
-from rtl.exec_pool import pool_executor
-from rtl.exec_rmac import rmac_executor
+from rtl.exec_add import AddCore
+from rtl.exec_attn import AttnCore
+from rtl.exec_lnorm import LnormCore
+from rtl.exec_mat import MatCore
+from rtl.exec_pool import PoolCore
+from rtl.exec_rmac import RmacCore
 from rtl.machine import Machine
+from rtl.staged import StagedExecutor
 
-EXECUTORS = {
-    "UNIT.ADD": add_executor,
-    "UNIT.POOL": pool_executor,
-    "UNIT.LNORM": lnorm_executor,
-    "RMAC.DW": rmac_executor,
-    "RMAC.PW": rmac_executor,
-    "MAT.CONV": mat_executor,
-    "MAT.LINEAR": mat_executor,
-    "MAT.ATTN_KV": attn_executor,
-    "MAT.ATTN_QKV": attn_executor,
+CORES = {
+    "MAT.CONV": MatCore, "MAT.LINEAR": MatCore,
+    "MAT.ATTN_KV": AttnCore, "MAT.ATTN_QKV": AttnCore,
+    "RMAC.DW": RmacCore, "RMAC.PW": RmacCore,
+    "UNIT.ADD": AddCore, "UNIT.POOL": PoolCore, "UNIT.LNORM": LnormCore,
 }
+
+
+def staged(cfg) -> StagedExecutor:
+    return StagedExecutor(cfg, CORES)
+
+
+EXECUTORS = {opcode: staged for opcode in CORES}
 
 
 def machine(cfg, **kw) -> Machine:

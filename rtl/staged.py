@@ -1,24 +1,27 @@
 """Staged executors: load an operation's operands into a local scratch, compute, store the result.
 
-``StagedExecutor(cfg, core)`` is an :class:`rtl.machine.Executor` in three phases:
+``StagedExecutor(cfg, cores)`` is an :class:`rtl.machine.Executor` in three phases:
 
 1. **load**: every input operand, the weights and the parameter block are read from DRAM through the
-   DMA into one byte-wide scratch memory (``cfg.act_buffer_kib`` KiB), each region on an ``ALIGN``
-   (64-byte) boundary: inputs 0..2, weights, parameters, then the outputs' regions;
-2. **compute**: the core (a :class:`Core` subclass per opcode: an engine or an integer unit and the
-   address generation that feeds it) reads and writes the scratch through one read port (data the
-   cycle after the address) and one write port;
-3. **store**: each output's computed slice is written back to DRAM: the channels ``[oc0, oc1)`` of
-   the output (``out_offset + oc0 ..`` for ``MAT.ATTN_QKV``; both outputs whole for ``MAT.ATTN_KV``),
-   so two operations that share an output tensor (a layer split between the engines, the heads of
-   an attention) each write only their own channels. A slice that does not start on a bus word is
-   written from the word below with the leading byte strobes cleared. ``done`` follows the last
-   write response.
+   DMA into one scratch memory (``cfg.act_buffer_kib`` KiB, one bus word per row: a DMA beat is
+   written per cycle), each region on an ``ALIGN`` (64-byte) boundary: inputs 0..2, weights,
+   parameters, then the outputs' regions;
+2. **compute**: the core of the record's opcode (a :class:`Core` subclass: an engine or an integer
+   unit and the address generation that feeds it) reads and writes the scratch a byte at a time
+   through one read port (data the cycle after the address) and one write port (a byte enable);
+3. **store**: each output's computed slice is written back to DRAM, a bus word per beat: the
+   channels ``[oc0, oc1)`` of the output (``out_offset + oc0 ..`` for ``MAT.ATTN_QKV``; both
+   outputs whole for ``MAT.ATTN_KV``), so two operations that share an output tensor (a layer split
+   between the engines, the heads of an attention) each write only their own channels. A slice that
+   does not start on a bus word is written from the word below with the leading byte strobes
+   cleared. ``done`` follows the last write response.
 
-An operand that is not in DRAM (the compiler's ``on_chip=False`` placement puts every tensor there)
-or an operation whose regions exceed the scratch stops the program with BAD_GEOMETRY before any of
-it runs. This is the first, correctness-first form of the machine: one byte per cycle in and out of
-the scratch, no overlap of the phases; the compute cores are where the throughput work goes.
+One executor holds every core of the machine (rtl/executors.py): they share the scratch and the
+load / store sequencer, as they share the DMA. An operand that is not in DRAM (the compiler's
+``on_chip=False`` placement puts every tensor there) or an operation whose regions exceed the scratch
+stops the program with BAD_GEOMETRY before any of it runs; an opcode with no core, BAD_OPCODE. This
+is the first, correctness-first form of the machine: the cores gather one byte per cycle, the phases
+do not overlap; the compute cores are where the throughput work goes.
 """
 from __future__ import annotations
 
@@ -65,33 +68,71 @@ class Core(wiring.Component):
 
 
 class StagedExecutor(Executor):
-    def __init__(self, cfg, core):
-        """``core``: a :class:`Core` subclass (instantiated with ``cfg``)."""
-        self.core_cls = core
+    def __init__(self, cfg, cores):
+        """``cores``: a :class:`Core` subclass that runs every opcode, or a mapping from opcode names to
+        :class:`Core` subclasses (each class instantiated once, with ``cfg``; opcodes that name the same
+        class share it). All cores share one scratch and the load / store sequencer."""
+        if isinstance(cores, type):
+            cores = {None: cores}
+        unknown = set(cores) - set(encoding.OPCODE_IDS) - {None}
+        if unknown:
+            raise ValueError(f"cores for unknown opcodes {sorted(unknown)}")
+        self.cores = dict(cores)
         super().__init__(cfg)
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.body = ResetInserter(self.ctl.abort)(_Body(self, self.core_cls(self.cfg)))
+        classes = list(dict.fromkeys(self.cores.values()))
+        table = [(tuple(encoding.OPCODE_IDS[o] for o, c in self.cores.items() if c is cls and o is not None),
+                  cls(self.cfg)) for cls in classes]
+        m.submodules.body = ResetInserter(self.ctl.abort)(_Body(self, table))
         return m
 
 
 class _Body(Elaboratable):
-    def __init__(self, ex: StagedExecutor, core: Core):
-        self.ex, self.core = ex, core
+    def __init__(self, ex: StagedExecutor, cores: list):
+        """``cores``: ``(opcode ids, core)`` pairs; an empty tuple: the core takes every opcode."""
+        self.ex, self.cores = ex, cores
 
     def elaborate(self, platform):
         m = Module()
-        ex, core, cfg = self.ex, self.core, self.ex.cfg
+        ex, cfg = self.ex, self.ex.cfg
         ctl = ex.ctl
         rec = ctl.record
         B = cfg.axi_data_bits // 8
+        lb = B.bit_length() - 1
         S = scratch_depth(cfg)
-        ab = core.abits
-        m.submodules.core = core
-        m.submodules.scratch = scratch = memory.Memory(shape=unsigned(8), depth=S, init=[])
-        wp = scratch.write_port()
+        if S % B or ALIGN % B:
+            raise ValueError(f"the scratch ({S} bytes) and the {ALIGN}-byte regions must be whole "
+                             f"{8 * B}-bit bus words")
+        cores = [c for _, c in self.cores]
+        ab = cores[0].abits
+        for i, c in enumerate(cores):
+            m.submodules[f"core{i}"] = c
+        # one bus word per scratch row: a DMA beat is one write, a store beat one read; the cores see
+        # bytes (the word's byte lane chosen by the address's low bits, registered with the read)
+        m.submodules.scratch = scratch = memory.Memory(shape=data.ArrayLayout(8, B), depth=S // B, init=[])
+        wp = scratch.write_port(granularity=1)     # one enable per byte (an element of the row)
         rp = scratch.read_port()                       # synchronous: data the cycle after the address
+
+        # the core of the record's opcode (chosen when the executor starts)
+        sel = Signal(len(cores))
+        match = Signal(len(cores))
+        for i, (ids, _) in enumerate(self.cores):
+            m.d.comb += match[i].eq(1 if not ids else Cat(*(R.opcode(rec) == k for k in ids)).any())
+        core_raddr, core_waddr, core_wdata, core_wen = Signal(ab), Signal(ab), Signal(8), Signal()
+        core_done, core_err, core_code = Signal(), Signal(), Signal(ERROR_CODE_BITS)
+        core_go = Signal()
+        first = Signal(len(cores))
+        for i in reversed(range(len(cores))):
+            with m.If(match[i]):
+                m.d.comb += first.eq(1 << i)
+        for i, c in enumerate(cores):
+            m.d.comb += c.go.eq(core_go & sel[i])
+            with m.If(sel[i]):
+                m.d.comb += [core_raddr.eq(c.raddr), core_waddr.eq(c.waddr), core_wdata.eq(c.wdata),
+                             core_wen.eq(c.wen), core_done.eq(c.done), core_err.eq(c.error),
+                             core_code.eq(c.error_code)]
 
         # --- plan: the regions of the scratch ----------------------------------------------------
         n_in, n_out = R.n_inputs(rec), R.n_outputs(rec)
@@ -137,30 +178,36 @@ class _Body(Elaboratable):
         m.d.comb += not_dram.eq(Cat(*[(k < n_in + n_out) & (ops[k].space != encoding.SPACE_IDS["dram"])
                                       for k in range(encoding.MAX_OPERANDS)]).any())
 
-        m.d.comb += [core.record.eq(rec), core.w_off.eq(offs[3]), core.p_off.eq(offs[4])]
-        for i in range(MAX_IN):
-            m.d.comb += core.in_off[i].eq(offs[i])
-        for o in range(MAX_OUT):
-            m.d.comb += core.out_off[o].eq(out_offs[o])
+        for core in cores:
+            m.d.comb += [core.record.eq(rec), core.w_off.eq(offs[3]), core.p_off.eq(offs[4])]
+            for i in range(MAX_IN):
+                m.d.comb += core.in_off[i].eq(offs[i])
+            for o in range(MAX_OUT):
+                m.d.comb += core.out_off[o].eq(out_offs[o])
 
         # --- scratch ports: the core's while it computes, else the load / store sequencer's ----------
-        ld_addr, ld_data, ld_en = Signal(ab), Signal(8), Signal()
+        ld_addr, ld_data, ld_en = Signal(ab), Signal(8 * B), Signal()
         st_addr = Signal(ab)
         computing = Signal()
-        m.d.comb += rp.en.eq(1)
+        raddr = Signal(ab)
+        lane = Signal(lb)
+        m.d.comb += [rp.en.eq(1), rp.addr.eq(raddr >> lb)]
+        m.d.sync += lane.eq(raddr[:lb])
         with m.If(computing):
-            m.d.comb += [rp.addr.eq(core.raddr), wp.addr.eq(core.waddr), wp.data.eq(core.wdata), wp.en.eq(core.wen)]
+            m.d.comb += [raddr.eq(core_raddr), wp.addr.eq(core_waddr >> lb),
+                         wp.data.eq(Cat(*([core_wdata] * B))),
+                         wp.en.eq(Mux(core_wen, Const(1, B) << core_waddr[:lb], 0))]
         with m.Else():
-            m.d.comb += [rp.addr.eq(st_addr), wp.addr.eq(ld_addr), wp.data.eq(ld_data), wp.en.eq(ld_en)]
-        m.d.comb += core.rdata.eq(rp.data)
+            m.d.comb += [raddr.eq(st_addr), wp.addr.eq(ld_addr >> lb), wp.data.eq(ld_data),
+                         wp.en.eq(Mux(ld_en, (1 << B) - 1, 0))]
+        for core in cores:
+            m.d.comb += core.rdata.eq(rp.data.as_value().word_select(lane, 8))
 
         # --- the phases ------------------------------------------------------------------------------
         item = Signal(range(6))                 # load: inputs 0..2, weights (3), parameters (4)
         src = Signal(64)
         dst = Signal(ab)
         left = Signal(40)                       # bytes still to write into the scratch
-        beat = Signal(8 * B)
-        bidx = Signal(range(B + 1))
         have = Signal()
         o_idx = Signal(range(MAX_OUT + 1))
         pend = Signal(range(MAX_OUT + 1))       # store commands without their write response yet
@@ -175,11 +222,14 @@ class _Body(Elaboratable):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(ctl.go):
-                    m.d.sync += item.eq(0)
+                    m.d.sync += [item.eq(0), sel.eq(first)]      # the first core that takes it
                     m.next = "PLAN"
             with m.State("PLAN"):
                 m.d.comb += ex.busy.eq(1)
-                with m.If(not_dram | (total > S)):
+                with m.If(sel == 0):
+                    m.d.comb += [err.eq(1), code.eq(ErrorCode.BAD_OPCODE)]
+                    m.next = "IDLE"
+                with m.Elif(not_dram | (total > S)):
                     m.d.comb += err.eq(1)
                     m.d.comb += code.eq(ErrorCode.BAD_GEOMETRY)
                     m.next = "IDLE"
@@ -209,30 +259,23 @@ class _Body(Elaboratable):
                         m.d.sync += have.eq(0)
                         m.next = "LOAD_DATA"
             with m.State("LOAD_DATA"):
-                # one beat at a time: take it, then write its bytes one per cycle
-                m.d.comb += ex.busy.eq(1)
-                with m.If(~have):
-                    m.d.comb += ex.rd_data.ready.eq(1)
-                    with m.If(ex.rd_data.valid):
-                        m.d.sync += [beat.eq(ex.rd_data.payload.data), have.eq(1), bidx.eq(0)]
-                with m.Else():
-                    m.d.comb += [ld_addr.eq(dst), ld_data.eq(beat.word_select(bidx, 8)), ld_en.eq(left != 0)]
-                    with m.If(left != 0):
-                        m.d.sync += [dst.eq(dst + 1), left.eq(left - 1)]
-                    m.d.sync += bidx.eq(bidx + 1)
-                    with m.If(bidx == B - 1):
-                        m.d.sync += have.eq(0)
-                        with m.If(left <= 1):
-                            m.d.sync += item.eq(item + 1)
-                            m.next = "LOAD_NEXT"
+                # one beat per cycle, written whole (regions start on bus words; a region's last beat
+                # may write past its end, inside its alignment padding)
+                m.d.comb += [ex.busy.eq(1), ex.rd_data.ready.eq(1), ld_addr.eq(dst),
+                             ld_data.eq(ex.rd_data.payload.data), ld_en.eq(ex.rd_data.valid)]
+                with m.If(ex.rd_data.valid):
+                    m.d.sync += dst.eq(dst + B)
+                    with m.If(ex.rd_data.payload.last):
+                        m.d.sync += item.eq(item + 1)
+                        m.next = "LOAD_NEXT"
             with m.State("COMPUTE"):
                 m.d.comb += [ex.busy.eq(1), computing.eq(1)]
-                m.d.comb += core.go.eq(~have)
+                m.d.comb += core_go.eq(~have)
                 m.d.sync += have.eq(1)               # reused: the core has been started
-                with m.If(have & core.error):
-                    m.d.comb += [err.eq(1), code.eq(core.error_code)]
+                with m.If(have & core_err):
+                    m.d.comb += [err.eq(1), code.eq(core_code)]
                     m.next = "IDLE"
-                with m.Elif(have & core.done):
+                with m.Elif(have & core_done):
                     m.d.sync += [o_idx.eq(0), pend.eq(0)]
                     m.next = "STORE_NEXT"
             with m.State("STORE_NEXT"):
@@ -247,7 +290,7 @@ class _Body(Elaboratable):
                                          st_addr.eq(out_offs[o] + out_lo[o] - start[:B.bit_length() - 1]),
                                          src.eq(start & ~(B - 1))]
                 m.d.comb += lead.eq(start[:B.bit_length() - 1])
-                m.d.sync += [bidx.eq(0), have.eq(0)]
+                m.d.sync += have.eq(0)
                 with m.If((o_idx >= n_out) | (o_idx == MAX_OUT)):
                     m.next = "STORE_WAIT"
                 with m.Else():
@@ -262,27 +305,21 @@ class _Body(Elaboratable):
                     m.d.comb += [ex.wr_cmd.valid.eq(1), ex.wr_cmd.payload.addr.eq(src),
                                  ex.wr_cmd.payload.len.eq(left)]
                     with m.If(ex.wr_cmd.ready):
-                        m.d.sync += [pend.eq(pend + 1 - ex.wr_done), bidx.eq(0)]
+                        m.d.sync += pend.eq(pend + 1 - ex.wr_done)
                         m.next = "STORE_FILL"
             with m.State("STORE_FILL"):
-                # read B bytes (address at i, data at i + 1) into the beat register
+                # the word's address goes out; it is read in STORE_BEAT (st_addr is word-aligned: the
+                # region and the DRAM slice start on bus words but for the slice's lead, masked below)
                 m.d.comb += ex.busy.eq(1)
-                with m.If(bidx < B):
-                    m.d.sync += st_addr.eq(st_addr + 1)
-                with m.If(bidx != 0):
-                    m.d.sync += beat.word_select((bidx - 1).as_unsigned(), 8).eq(rp.data)
-                m.d.sync += bidx.eq(bidx + 1)
-                with m.If(bidx == B):
-                    m.next = "STORE_BEAT"
+                m.next = "STORE_BEAT"
             with m.State("STORE_BEAT"):
                 m.d.comb += ex.busy.eq(1)
                 strb = Signal(B)
-                m.d.comb += strb.eq(~((Const(1, 1) << dst[:B.bit_length() - 1]) - 1))
-                m.d.comb += [ex.wr_data.valid.eq(1), ex.wr_data.payload.data.eq(beat),
+                m.d.comb += strb.eq(~((Const(1, 1) << dst[:lb]) - 1))
+                m.d.comb += [ex.wr_data.valid.eq(1), ex.wr_data.payload.data.eq(rp.data.as_value()),
                              ex.wr_data.payload.strb.eq(strb)]
                 with m.If(ex.wr_data.ready):
-                    # the fill left st_addr at the next beat's first byte
-                    m.d.sync += [dst.eq(0), bidx.eq(0)]
+                    m.d.sync += [dst.eq(0), st_addr.eq(st_addr + B)]
                     with m.If(left <= B):
                         m.d.sync += [left.eq(0), o_idx.eq(o_idx + 1)]
                         m.next = "STORE_NEXT"
