@@ -11,7 +11,7 @@ from amaranth import Module, Signal
 
 from rtl import record as R
 from rtl.residual import ResidualAdd
-from rtl.staged import Core, ScalarFetch, StagedExecutor
+from rtl.staged import Core, ScalarFetch, StagedExecutor, drain_state
 
 
 class AddCore(Core):
@@ -94,11 +94,7 @@ class AddCore(Core):
                         m.next = "DRAIN"
                     with m.Else():
                         m.next = "READ_A"
-            with m.State("DRAIN"):
-                m.d.comb += self.busy.eq(1)
-                with m.If(outs == n_elem):
-                    m.d.comb += self.done.eq(1)
-                    m.next = "IDLE"
+            drain_state(m, self, outs == n_elem)
         return m
 
 

@@ -43,7 +43,7 @@ from rtl import record as R
 from rtl.divider import Log2Divider
 from rtl.mat_engine import MatEngine
 from rtl.requant import Requant, clamp
-from rtl.staged import Core, ScalarFetch, StagedExecutor
+from rtl.staged import Core, ScalarFetch, StagedExecutor, drain_state
 
 
 # the unit's table rows of each half: (epilogue, multiplier table, shift table, rows "HD" or "H")
@@ -331,11 +331,7 @@ class AttnCore(Core):
                                     m.next = "HEAD"
                                     with m.If(h == H - 1):
                                         m.next = "DRAIN"
-            with m.State("DRAIN"):
-                m.d.comb += self.busy.eq(1)
-                with m.If(written == expect):
-                    m.d.comb += self.done.eq(1)
-                    m.next = "IDLE"
+            drain_state(m, self, written == expect)
         return m
 
 

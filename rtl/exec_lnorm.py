@@ -16,7 +16,7 @@ from arch.regmap import ErrorCode
 from rtl import record as R
 from rtl.hswish import Hardswish
 from rtl.layernorm import LayerNorm
-from rtl.staged import Core, ScalarFetch, StagedExecutor
+from rtl.staged import Core, ScalarFetch, StagedExecutor, drain_state
 
 SCALARS = ("z_x", "eps_int", "z_out")
 ROW = ("G", "B", "n_g", "z_pre", "t3", "M", "n")
@@ -103,11 +103,7 @@ class LnormCore(Core):
                     m.d.sync += [px.eq(px + 1), primed.eq(0), c.eq(c + 1)]
                     with m.If(c == channels - 1):
                         m.next = "DRAIN"
-            with m.State("DRAIN"):
-                m.d.comb += self.busy.eq(1)
-                with m.If(outs == channels):
-                    m.d.comb += self.done.eq(1)
-                    m.next = "IDLE"
+            drain_state(m, self, outs == channels)
         return m
 
 

@@ -38,16 +38,11 @@ from rtl import record as R
 from rtl.hswish import Hardswish
 from rtl.mat_engine import MatEngine
 from rtl.requant import Requant
-from rtl.staged import Core, ScalarFetch, StagedExecutor
+from rtl.staged import Core, ScalarFetch, StagedExecutor, checked_start
 
 EPILOGUES = ("requant", "hswish", "logits")
 LINEAR = encoding.OPCODE_IDS["MAT.LINEAR"]
 CONV = encoding.OPCODE_IDS["MAT.CONV"]
-
-
-def epilogue_id(record):
-    """The record's epilogue (word 0, bits 8..15: arch/encoding.py ``EPILOGUE_IDS``)."""
-    return R.word(record, 0)[8:16]
 
 
 def geometry_ok(cfg, opcode: str, epilogue: str, g: dict, oc0: int, oc1: int, x_bits: int, out_bits: int,
@@ -88,7 +83,7 @@ class MatCore(Core):
 
         # --- the operation (MAT.LINEAR: a 1x1 conv on a 1x1 map) ---------------------------------
         lin = R.opcode(rec) == LINEAR
-        e_id = epilogue_id(rec)
+        e_id = R.epilogue_id(rec)
         is_hs = e_id == encoding.EPILOGUE_IDS["hswish"]
         is_lg = e_id == encoding.EPILOGUE_IDS["logits"]
         one = lambda name: Mux(lin, 1, g(name))                   # noqa: E731
@@ -258,20 +253,11 @@ class MatCore(Core):
 
         # --- the sequence ----------------------------------------------------------------------
         with m.FSM():
-            with m.State("IDLE"):
-                with m.If(self.go):
-                    m.next = "CHECK"
-            with m.State("CHECK"):
-                m.d.comb += self.busy.eq(1)
-                with m.If(~base_ok):
-                    m.d.comb += [self.error.eq(1), self.error_code.eq(ErrorCode.BAD_GEOMETRY)]
-                    m.next = "IDLE"
-                with m.Else():
-                    m.d.sync += [plane.eq(x_op.plane), P.eq(OH * OW), kk.eq(k * k), pstep.eq(o_op.plane * oeb),
-                                 d_row.eq(W - (k - 1)), d_ch.eq(x_op.plane - (k - 1) * W - (k - 1)),
-                                 d_orow.eq(stride * W - (OW - 1) * stride), poff0.eq(-(pad * W) - pad),
-                                 acc_i.eq(0), acc_o.eq(0), acc_p.eq(0), cin_g.eq(0), cout_g.eq(0), n_grp.eq(0)]
-                    m.next = "DIVIDE"
+            with checked_start(m, self, base_ok, "DIVIDE"):
+                m.d.sync += [plane.eq(x_op.plane), P.eq(OH * OW), kk.eq(k * k), pstep.eq(o_op.plane * oeb),
+                             d_row.eq(W - (k - 1)), d_ch.eq(x_op.plane - (k - 1) * W - (k - 1)),
+                             d_orow.eq(stride * W - (OW - 1) * stride), poff0.eq(-(pad * W) - pad),
+                             acc_i.eq(0), acc_o.eq(0), acc_p.eq(0), cin_g.eq(0), cout_g.eq(0), n_grp.eq(0)]
             with m.State("DIVIDE"):                               # cin / groups, cout / groups, ceil(P / L)
                 m.d.comb += self.busy.eq(1)
                 with m.If(acc_i < cin):

@@ -11,7 +11,7 @@ from amaranth import Module, Signal
 
 from rtl import record as R
 from rtl.avgpool import GlobalAvgPool
-from rtl.staged import Core, ScalarFetch, StagedExecutor
+from rtl.staged import Core, ScalarFetch, StagedExecutor, drain_state
 
 
 class PoolCore(Core):
@@ -70,11 +70,7 @@ class PoolCore(Core):
                             m.next = "DRAIN"
                     with m.Else():
                         m.d.sync += p.eq(p + 1)
-            with m.State("DRAIN"):
-                m.d.comb += self.busy.eq(1)
-                with m.If(outs == channels):
-                    m.d.comb += self.done.eq(1)
-                    m.next = "IDLE"
+            drain_state(m, self, outs == channels)
         return m
 
 

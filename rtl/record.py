@@ -44,6 +44,11 @@ def opcode(record: Value) -> Value:
     return word(record, 0)[0:8]
 
 
+def epilogue_id(record: Value) -> Value:
+    """The record's epilogue (word 0, bits 8..15: arch/encoding.py ``EPILOGUE_IDS``)."""
+    return word(record, 0)[8:16]
+
+
 def n_inputs(record: Value) -> Value:
     return word(record, 0)[16:20]
 

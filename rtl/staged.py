@@ -384,9 +384,7 @@ class ScalarFetch(wiring.Component):
 
 
 # --- helpers of the cores -------------------------------------------------------------------------
-def epilogue_id(record):
-    """The record's epilogue (word 0, bits 8..15: arch/encoding.py ``EPILOGUE_IDS``)."""
-    return R.word(record, 0)[8:16]
+epilogue_id = R.epilogue_id
 
 
 @contextmanager
@@ -405,6 +403,16 @@ def checked_start(m: Module, core: Core, ok, first: str):
         with m.Else():
             yield
             m.next = first
+
+
+def drain_state(m: Module, core: Core, finished) -> None:
+    """The last state of a core's FSM: busy until ``finished`` (its last result written), then ``done``
+    and back to ``IDLE``."""
+    with m.State("DRAIN"):
+        m.d.comb += core.busy.eq(1)
+        with m.If(finished):
+            m.d.comb += core.done.eq(1)
+            m.next = "IDLE"
 
 
 def odometer(m: Module, digits) -> list:

@@ -257,3 +257,29 @@ def record_cycles(params: dict, op: dict, cycles: int, ideal_cycles: int, case: 
     path = d / f"{case}.json"
     path.write_text(json.dumps(rec, indent=1, sort_keys=True) + "\n")
     return path
+
+
+# --- AXI memory models (cocotbext-axi) ----------------------------------------------------------
+
+def pause_generator(rng: random.Random, prob: float):
+    """An endless pause pattern for cocotbext-axi's ``set_pause_generator``: pause with ``prob``."""
+    rng = random.Random(rng.random())
+    while True:
+        yield rng.random() < prob
+
+
+def add_read_latency(ram, clk, rng: random.Random, lo: int, hi: int) -> None:
+    """Delay every AR an ``AxiRam`` takes by ``lo..hi`` cycles of ``clk`` before its data returns."""
+    from cocotb.triggers import ClockCycles
+    ar = ram.read_if.ar_channel
+    orig = ar.recv
+    rng = random.Random(rng.random())
+
+    async def recv():
+        t = await orig()
+        n = rng.randint(lo, hi)
+        if n:
+            await ClockCycles(clk, n)
+        return t
+
+    ar.recv = recv

@@ -26,7 +26,7 @@ from cocotbext.axi.constants import AxiResp
 from arch.config import AccelConfig
 from arch.regmap import ErrorCode
 from rtl.dma import cmd_layout, rd_data_layout, wr_data_layout
-from tb.cocotb_kit import TB, load_case, write_result
+from tb.cocotb_kit import TB, add_read_latency, load_case, pause_generator, write_result
 
 PAGE = 4096
 
@@ -63,12 +63,12 @@ class Env:
         self._faults()
         self.latency = tuple(p["latency"])
         if self.latency[1]:
-            self._read_latency()
+            add_read_latency(self.ram, dut.aclk, self.rng, *self.latency)
         pause = p["pauses"]
         if pause:
             w, r = self.ram.write_if, self.ram.read_if
             for ch in (w.aw_channel, w.w_channel, w.b_channel, r.ar_channel, r.r_channel):
-                ch.set_pause_generator(self._pause_gen(pause))
+                ch.set_pause_generator(pause_generator(self.rng, pause))
         self.rd_cmd = self.tb.source("rd_cmd", cmd_layout(self.cfg), gap=pause)
         self.wr_cmd = self.tb.source("wr_cmd", cmd_layout(self.cfg), gap=pause)
         self.wr_data = self.tb.source("wr_data", wr_data_layout(self.cfg), gap=pause)
@@ -122,25 +122,7 @@ class Env:
 
         rd._read, wr._write, rd.r_channel.send, wr.b_channel.send = _read, _write, r_send, b_send
 
-    def _read_latency(self):
-        ar = self.ram.read_if.ar_channel
-        orig = ar.recv
-        rng = random.Random(self.rng.random())
-        lo, hi = self.latency
 
-        async def recv():
-            t = await orig()
-            n = rng.randint(lo, hi)
-            if n:
-                await ClockCycles(self.dut.aclk, n)
-            return t
-
-        ar.recv = recv
-
-    def _pause_gen(self, prob):
-        rng = random.Random(self.rng.random())
-        while True:
-            yield rng.random() < prob
 
     # --- AXI rules, every cycle ---------------------------------------------------------------------
     async def _monitor(self):

@@ -26,7 +26,7 @@ from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 from arch.config import AccelConfig
 from arch.regmap import register_map
 from host.driver import AsyncRegisters, CocotbAxiLite
-from tb.cocotb_kit import load_case, write_result
+from tb.cocotb_kit import add_read_latency, load_case, pause_generator, write_result
 
 
 PERIOD_NS = 10
@@ -53,9 +53,9 @@ class Env:
                 chans = ((iface.aw_channel, iface.w_channel, iface.b_channel) if hasattr(iface, "aw_channel")
                          else (iface.ar_channel, iface.r_channel))
                 for ch in chans:
-                    ch.set_pause_generator(self._pause_gen(pause))
+                    ch.set_pause_generator(pause_generator(self.rng, pause))
         if p["latency"][1]:
-            self._read_latency(*p["latency"])
+            add_read_latency(self.ram, dut.aclk, self.rng, *p["latency"])
 
     def _fault(self, fault_base: int):
         """Reads and writes at or past ``fault_base`` make the slave model answer SLVERR."""
@@ -74,24 +74,7 @@ class Env:
 
         rd._read, wr._write = _read, _write
 
-    def _read_latency(self, lo, hi):
-        ar = self.ram.read_if.ar_channel
-        orig = ar.recv
-        rng = random.Random(self.rng.random())
 
-        async def recv():
-            t = await orig()
-            n = rng.randint(lo, hi)
-            if n:
-                await ClockCycles(self.dut.aclk, n)
-            return t
-
-        ar.recv = recv
-
-    def _pause_gen(self, prob):
-        rng = random.Random(self.rng.random())
-        while True:
-            yield rng.random() < prob
 
     async def reset(self):
         self.dut.aresetn.value = 0

@@ -17,7 +17,7 @@ from cocotbext.axi import AxiLiteBus, AxiLiteMaster
 from arch.config import AccelConfig
 from arch.regmap import ENGINES, Access, ErrorCode, register_map
 from host.driver import AcceleratorBusy, AcceleratorError, AsyncRegisters, CocotbAxiLite, ConfigMismatch
-from tb.cocotb_kit import load_case, write_result
+from tb.cocotb_kit import load_case, pause_generator, write_result
 
 OKAY, SLVERR = 0, 2
 M64 = (1 << 64) - 1
@@ -55,13 +55,9 @@ class Env:
             prob = p["pauses"]
             w, r = self.master.write_if, self.master.read_if
             for ch in (w.aw_channel, w.w_channel, w.b_channel, r.ar_channel, r.r_channel):
-                ch.set_pause_generator(self._pause_gen(prob))
+                ch.set_pause_generator(pause_generator(self.rng, prob))
         cocotb.start_soon(self._monitor())
 
-    def _pause_gen(self, prob):
-        rng = random.Random(self.rng.random())
-        while True:
-            yield rng.random() < prob
 
     async def _monitor(self):
         """Counts cycles and records the cycle of every start pulse (values settled after the edge)."""
