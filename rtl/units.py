@@ -63,6 +63,11 @@ def _dma(cfg: AccelConfig):
     return DmaAxi(cfg)
 
 
+def _machine(cfg: AccelConfig):
+    from rtl.executors import machine
+    return machine(cfg)
+
+
 UNITS: dict[str, Callable[[AccelConfig], object]] = {
     # compute engines (engineer #1)
     "mat_engine": _mat_engine,
@@ -78,6 +83,8 @@ UNITS: dict[str, Callable[[AccelConfig], object]] = {
     "regs": _regs,
     # the DMA: AXI4 master for weights, parameters and activations (rtl/dma.py)
     "dma": _dma,
+    # the accelerator's top level: registers + DMA + sequencer + executors (rtl/machine.py)
+    "machine": _machine,
 }
 
 
