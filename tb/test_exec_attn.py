@@ -262,6 +262,7 @@ def test_kv_core_refuses_more_tokens_than_the_weight_buffer():
 
 
 @pytest.mark.sim
+@pytest.mark.slow        # each on a build of its own; tb/test_executors.py replays them together in CI
 def test_attention_executors_are_bit_exact():
     from rtl.exec_attn import attn_executor
     failures = replay_failures({"MAT.ATTN_KV": attn_executor, "MAT.ATTN_QKV": attn_executor}, "exec_attn")

@@ -16,6 +16,7 @@ CFG = PRESETS["tiny"]
 
 
 @pytest.mark.sim
+@pytest.mark.slow        # each on a build of its own; tb/test_executors.py replays them together in CI
 def test_mat_executor_is_bit_exact():
     from rtl.exec_mat import mat_executor
     failures = replay_failures({"MAT.CONV": mat_executor, "MAT.LINEAR": mat_executor}, "exec_mat")

@@ -24,6 +24,7 @@ OPCODES = ("RMAC.DW", "RMAC.PW")
 
 
 @pytest.mark.sim
+@pytest.mark.slow        # each on a build of its own; tb/test_executors.py replays them together in CI
 def test_rmac_operations_replay_bit_exact():
     from rtl.exec_rmac import rmac_executor
     from tb.test_executors import replay_failures
