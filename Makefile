@@ -23,7 +23,7 @@ help:
 	@echo "make setup        create .venv with every pinned dependency (idempotent)"
 	@echo "make demo         main job: quantize EfficientViT-B0 end to end (ASSETS=../shared/assets for the real proxy)"
 	@echo "make test         the test suite (fast RTL subset included)"
-	@echo "make sim          every RTL testbench under Verilator (real-layer vectors from ASSETS, default ../shared/assets)"
+	@echo "make sim          every RTL testbench under Verilator (real-layer vectors from ASSETS, default ../shared/assets), then the whole proxy on the RTL machine"
 	@echo "make vectors      golden vectors of every layer of the real proxy into build/golden/vectors"
 	@echo "make rtl          Verilog for every unit and preset into build/rtl"
 	@echo "make synth        Yosys synth_xilinx -family xcup resource report into build/synth"
@@ -55,9 +55,16 @@ test: setup
 test-all: setup
 	$(PY) -m pytest -q -n $(JOBS)
 
+# The whole proxy on the RTL machine: small preset, a scratch that holds its largest layer (the classifier).
+NETWORK_SCRATCH_KIB ?= 1536
 sim: setup vectors
 	$(PY) -m pytest -q -n $(JOBS) tb
 	$(PY) -m tb.cycles_report
+	@if [ -f build/golden/proxy/quantized.pt ]; then \
+	  $(PY) -m tb.run_network --quantized build/golden/proxy/quantized.pt --preset small \
+	    --scratch-kib $(NETWORK_SCRATCH_KIB) --json build/sim/network_small.json \
+	    --image "$$(ls $(ASSETS_DIR)/data/imagenette/val/*/* | sort | head -1)"; \
+	else echo "no build/golden/proxy/quantized.pt (no assets): the whole-proxy RTL run is skipped"; fi
 
 # Golden vectors of every layer of the real proxy (W8A8, no reconstruction) for the testbenches'
 # real-layer and block tests (tb/test_engine_layers.py, test_norm_vectors.py, test_blocks.py).

@@ -39,6 +39,7 @@ from rtl.machine import Executor
 from rtl.sequencer import RECORD_BITS
 
 MAX_IN, MAX_OUT = 3, 2
+PLAN_STEPS = 2 * encoding.MAX_OPERANDS + 2 * MAX_OUT   # the plan's products (see _Body)
 
 
 def scratch_depth(cfg) -> int:
@@ -135,11 +136,18 @@ class _Body(Elaboratable):
                              core_code.eq(c.error_code)]
 
         # --- plan: the regions of the scratch ----------------------------------------------------
+        # The products the plan needs (operand sizes, the stored slices' bounds) go one per cycle
+        # through one shared multiplier (PLAN's steps, below): a multiplier per product would cost
+        # more DSPs than the engines on a small FPGA.
         n_in, n_out = R.n_inputs(rec), R.n_outputs(rec)
         ops = [R.operand(rec, k) for k in range(encoding.MAX_OPERANDS)]
         has_w = R.weights_addr(rec) != encoding.NONE
         has_p = R.params_addr(rec) != encoding.NONE
-        sizes = [Mux(k < n_in, ops[k].size, 0) for k in range(MAX_IN)]
+        plane_r = [Signal(32, name=f"plane{k}") for k in range(encoding.MAX_OPERANDS)]
+        size_r = [Signal(40, name=f"size{k}") for k in range(encoding.MAX_OPERANDS)]
+        lo_r = [Signal(40, name=f"out_lo{o}") for o in range(MAX_OUT)]
+        hi_r = [Signal(40, name=f"out_hi{o}") for o in range(MAX_OUT)]
+        sizes = [Mux(k < n_in, size_r[k], 0) for k in range(MAX_IN)]
         sizes += [Mux(has_w, R.weights_bytes(rec), 0), Mux(has_p, R.params_bytes(rec), 0)]
         offs = []
         off = 0
@@ -148,30 +156,27 @@ class _Body(Elaboratable):
             m.d.comb += s.eq(off)
             offs.append(s)
             off = R.align(s + sz)
-        out_offs, out_lo, out_hi, out_addr = [], [], [], []
         is_kv = R.opcode(rec) == encoding.OPCODE_IDS["MAT.ATTN_KV"]
         is_qkv = R.opcode(rec) == encoding.OPCODE_IDS["MAT.ATTN_QKV"]
         shift = Mux(is_qkv, R.geom(rec, "out_offset"), 0)
+        out_offs, out_addr, out_slot = [], [], []
         for o in range(MAX_OUT):
             # output o is operand slot n_in + o
             s = Signal(40, name=f"out_region{o}")
-            size_o, lo_o, hi_o = (Signal(40, name=f"out_{what}{o}") for what in ("size", "lo", "hi"))
+            slot = Signal(range(encoding.MAX_OPERANDS + MAX_OUT), name=f"out_slot{o}")
             addr_o = Signal(32, name=f"out_addr{o}")
-            with m.Switch(n_in):
-                for ni in range(MAX_IN + 1):
-                    if ni + o < encoding.MAX_OPERANDS:
-                        with m.Case(ni):
-                            op_ = ops[ni + o]
-                            unit = op_.plane * op_.elem_bytes
-                            m.d.comb += [size_o.eq(Mux(o < n_out, op_.size, 0)), addr_o.eq(op_.addr),
-                                         lo_o.eq(Mux(is_kv, 0, (R.oc0(rec) + shift) * unit)),
-                                         hi_o.eq(Mux(is_kv, op_.size, (R.oc1(rec) + shift) * unit))]
+            size_o = Signal(40, name=f"out_size{o}")
+            m.d.comb += slot.eq(n_in + o)
+            with m.Switch(slot):
+                for k in range(encoding.MAX_OPERANDS):
+                    with m.Case(k):
+                        m.d.comb += [addr_o.eq(ops[k].addr), size_o.eq(Mux(o < n_out, size_r[k], 0))]
             m.d.comb += s.eq(off)
             out_offs.append(s)
-            out_lo.append(lo_o)
-            out_hi.append(hi_o)
             out_addr.append(addr_o)
+            out_slot.append(slot)
             off = R.align(s + size_o)
+        out_lo, out_hi = lo_r, hi_r
         total = Signal(41)
         m.d.comb += total.eq(off)
         not_dram = Signal()
@@ -214,6 +219,10 @@ class _Body(Elaboratable):
         addr_l = [R.operand(rec, k).addr for k in range(MAX_IN)] + [R.weights_addr(rec), R.params_addr(rec)]
         err = Signal()
         code = Signal(ERROR_CODE_BITS)
+        pstep = Signal(range(PLAN_STEPS + 1))
+        mul_a, mul_b = Signal(33), Signal(17)
+        product = Signal(50)
+        m.d.comb += product.eq(mul_a * mul_b)
         m.d.comb += [ctl.error.eq(err), ctl.error_code.eq(code)]
 
         with m.If(ex.wr_done):
@@ -222,9 +231,32 @@ class _Body(Elaboratable):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(ctl.go):
-                    m.d.sync += [item.eq(0), sel.eq(first)]      # the first core that takes it
+                    m.d.sync += [item.eq(0), sel.eq(first), pstep.eq(0)]      # the first core that takes it
                     m.next = "PLAN"
             with m.State("PLAN"):
+                # step 2k: operand k's plane, 2k + 1: its size; then each output's slice bounds
+                m.d.comb += ex.busy.eq(1)
+                with m.Switch(pstep):
+                    for k in range(encoding.MAX_OPERANDS):
+                        with m.Case(2 * k):
+                            m.d.comb += [mul_a.eq(ops[k].d1), mul_b.eq(ops[k].d2)]
+                            m.d.sync += plane_r[k].eq(product)
+                        with m.Case(2 * k + 1):
+                            m.d.comb += [mul_a.eq(plane_r[k]), mul_b.eq(ops[k].d0)]
+                            m.d.sync += size_r[k].eq(Mux(ops[k].elem_bytes == 2, product << 1, product))
+                    for o in range(MAX_OUT):
+                        for j, (bound, reg) in enumerate(((R.oc0(rec), lo_r[o]), (R.oc1(rec), hi_r[o]))):
+                            with m.Case(2 * encoding.MAX_OPERANDS + 2 * o + j):
+                                with m.Switch(out_slot[o]):
+                                    for k in range(encoding.MAX_OPERANDS):
+                                        with m.Case(k):
+                                            m.d.comb += [mul_a.eq(Mux(ops[k].elem_bytes == 2, plane_r[k] << 1, plane_r[k])),
+                                                         mul_b.eq(bound + shift)]
+                                            m.d.sync += reg.eq(Mux(is_kv, 0 if j == 0 else size_r[k], product))
+                m.d.sync += pstep.eq(pstep + 1)
+                with m.If(pstep == PLAN_STEPS - 1):
+                    m.next = "CHECK"
+            with m.State("CHECK"):
                 m.d.comb += ex.busy.eq(1)
                 with m.If(sel == 0):
                     m.d.comb += [err.eq(1), code.eq(ErrorCode.BAD_OPCODE)]
