@@ -20,7 +20,7 @@ from pathlib import Path
 import cocotb
 from cocotb.clock import Clock
 from cocotb.utils import get_sim_time
-from cocotb.triggers import ClockCycles, First, RisingEdge
+from cocotb.triggers import ClockCycles, First, RisingEdge, Timer
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 
 from arch.config import AccelConfig
@@ -95,9 +95,10 @@ class Env:
         await self.regs.start(program_base=program_base, ops=ops, dram_base=self.base, irq=use_irq)
         limit = run.get("cycle_limit", p["cycle_limit"])
         if use_irq:
-            # long runs: sleep on the interrupt line instead of polling the bus
+            # long runs: sleep on the interrupt line (a Timer, not ClockCycles: that one wakes Python
+            # on every edge, which costs more than the simulation itself)
             if not int(self.dut.irq.value):
-                await First(RisingEdge(self.dut.irq), ClockCycles(self.dut.aclk, limit))
+                await First(RisingEdge(self.dut.irq), Timer(limit * PERIOD_NS, unit="ns"))
         else:
             start = self._cycle
             while True:
