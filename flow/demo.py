@@ -109,7 +109,34 @@ def machine_report(quantized: Path, data: Path) -> int:
               f"{'bit-exact' if r['bit_exact'] else 'DIFFERS'} with the integer model{where}; pysim: "
               f"{p['cycles']:,} cycles, {p['fps']:.1f} FPS at {PRESETS[name].clock_mhz:g} MHz, "
               f"MAC utilization {100 * p['mac_utilization']:.1f}%")
+    ok &= rtl_report(ir, first)
     return 0 if ok else 1
+
+
+RTL_PRESET, RTL_RESOLUTION, RTL_SCRATCH_KIB = "small", 64, 1536
+
+
+def rtl_report(ir: dict, image: Path) -> bool:
+    """One image on the RTL machine under Verilator (tb/run_network.py): the demo's model at
+    RTL_RESOLUTION (same weights, a shorter run than 224) on the small preset, with a scratch that
+    holds its largest layer, compared with golden/ bit for bit; beside it pysim's FPS at the paper
+    preset for the model's own resolution."""
+    from arch.compiler import compile_ir
+    from arch.config import PRESETS
+    from golden.images import load_image
+    from pysim.price import price
+    from tb.run_network import run_network, summary
+
+    cfg = PRESETS[RTL_PRESET].replace(act_buffer_kib=RTL_SCRATCH_KIB)
+    pixels = load_image(image, RTL_RESOLUTION, float(ir["crop_ratio"]))
+    print(f"\nthe RTL machine (Verilator; {image.name} at {RTL_RESOLUTION}x{RTL_RESOLUTION}, preset {RTL_PRESET}, "
+          f"scratch {RTL_SCRATCH_KIB} KiB):", flush=True)
+    r = run_network(ir, pixels, cfg, case="demo", resolution=RTL_RESOLUTION)
+    print("  " + summary(r).replace("\n", "\n  "))
+    paper = price(compile_ir(ir, PRESETS["paper"]))
+    print(f"  pysim at the paper preset, {paper['resolution']}x{paper['resolution']}: {paper['fps']:.1f} FPS, "
+          f"MAC utilization {100 * paper['mac_utilization']:.1f}%")
+    return r["bit_exact"]
 
 
 if __name__ == "__main__":

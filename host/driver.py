@@ -97,6 +97,7 @@ class AsyncRegisters:
     def __init__(self, mmio, regmap: RegisterMap | None = None):
         self.mmio = mmio
         self.map = regmap if regmap is not None else register_map()
+        self._irq_enabled = False       # CTRL.IRQ_EN as the last start() wrote it
 
     # time: the backend's own clock (simulated time under cocotb), else the wall clock
     def _now(self) -> float:
@@ -180,12 +181,16 @@ class AsyncRegisters:
         await self.write("PROGRAM_OPS", ops)
         await self.write64("DRAM_BASE", dram_base)
         await self.write_fields("CTRL", START=1, IRQ_EN=int(bool(irq)))
+        self._irq_enabled = bool(irq)
 
     async def wait_done(self, timeout_s: float = 10.0, poll_s: float | None = None) -> dict[str, int]:
         """Poll STATUS until DONE (returns STATUS's fields) or ERROR (raises AcceleratorError naming
         the ERROR_CODE); TimeoutError after ``timeout_s`` seconds of the backend's clock."""
         poll_s = getattr(self.mmio, "poll_s", 1e-5) if poll_s is None else poll_s
         t0 = self._now()
+        wait_irq = getattr(self.mmio, "wait_irq", None)
+        if wait_irq is not None and self._irq_enabled:   # a backend that sees the line sleeps on it first
+            await wait_irq(timeout_s)
         while True:
             st = await self.status()
             if st["ERROR"]:
@@ -365,9 +370,10 @@ class CocotbAxiLite:
 
     poll_s = 0.0
 
-    def __init__(self, master, base: int = 0):
+    def __init__(self, master, base: int = 0, irq=None):
         self.master = master
         self.base = base
+        self.irq = irq              # the DUT's interrupt line: wait_done sleeps on it (no bus polling)
 
     async def read32(self, offset: int) -> int:
         resp = await self.master.read(self.base + offset, 4)
@@ -388,3 +394,10 @@ class CocotbAxiLite:
         if seconds > 0:
             from cocotb.triggers import Timer
             await Timer(max(1, round(seconds * 1e12)), unit="ps")
+
+    async def wait_irq(self, timeout_s: float) -> None:
+        """Until the interrupt line rises (or ``timeout_s`` of simulated time); at once without one."""
+        if self.irq is None or int(self.irq.value):
+            return
+        from cocotb.triggers import First, RisingEdge, Timer
+        await First(RisingEdge(self.irq), Timer(max(1, round(timeout_s * 1e12)), unit="ps"))

@@ -84,9 +84,9 @@ class AsyncMachine:
         raw = await _maybe(self.mem.read(self.base + t.addr, n * fmt.numpy_dtype.itemsize))
         return fmt.unpack(raw, n).reshape(t.shape)
 
-    async def start(self) -> None:
+    async def start(self, irq: bool = True) -> None:
         p = self._loaded()
-        await self.regs.start(program_base=self.base + p.program_addr, ops=len(p.ops), dram_base=self.base)
+        await self.regs.start(program_base=self.base + p.program_addr, ops=len(p.ops), dram_base=self.base, irq=irq)
 
     async def infer(self, pixels, timeout_s: float = 10.0) -> tuple[np.ndarray, dict]:
         """Logits ``(1, classes)`` of one uint8 image ``(3, H, W)`` and the run's counters."""

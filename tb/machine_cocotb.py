@@ -45,7 +45,8 @@ class Env:
                           size=1 << self.cfg.axi_addr_bits)
         self.master = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axi"), dut.aclk, dut.aresetn,
                                     reset_active_level=False)
-        self.regs = AsyncRegisters(CocotbAxiLite(self.master), register_map(self.cfg))
+        self.regs = AsyncRegisters(CocotbAxiLite(self.master, irq=dut.irq), register_map(self.cfg))
+        self.arrays = arrays
         self._fault(p["fault_base"])
         pause = p["pauses"]
         if pause:
@@ -136,11 +137,41 @@ class Env:
         return get_sim_time(unit="ns") // PERIOD_NS
 
 
+    async def network(self, run: dict) -> dict:
+        """A whole program through the host driver (host/machine.py): load the DRAM image, write the
+        input, start, sleep on the interrupt, read the logits; then the whole image back."""
+        import numpy as np
+
+        from arch.program import Program
+        from host.driver import AcceleratorError
+        from host.machine import AsyncMachine
+        prog = Program.load(run["program"])
+        m = AsyncMachine(self.regs, self.ram, self.base)
+        t0 = time.monotonic()
+        await m.load(prog, np.frombuffer(self.images[run["image"]], np.uint8))
+        out = {"name": run["name"], "hung": False}
+        try:
+            logits, counters = await m.infer(self.arrays["pixels"], timeout_s=run["cycle_limit"] * PERIOD_NS * 1e-9)
+            out["logits"] = logits.reshape(-1).tolist()
+        except AcceleratorError:
+            counters = await self.regs.counters()
+        except TimeoutError:
+            counters = await self.regs.counters()
+            out["hung"] = True
+        st = await self.regs.status()
+        out.update(status=st, error_code=await self.regs.read("ERROR_CODE"), error_op=await self.regs.read("ERROR_OP"),
+                   counters=counters, sim_s=time.monotonic() - t0)
+        path = Path(os.environ["TB_CASE_DIR"]) / "dram.bin"
+        path.write_bytes(self.ram.read(self.base, prog.dram_bytes))
+        out["readback_file"] = str(path)
+        return out
+
+
 @cocotb.test()
 async def machine_runs(dut):
     p, arrays = load_case()
     env = Env(dut, p, arrays)
     await env.reset()
     ident = await env.regs.check_config(env.cfg)
-    results = [await env.scenario(run) for run in p["runs"]]
+    results = [await (env.network(run) if "program" in run else env.scenario(run)) for run in p["runs"]]
     write_result({"ident": ident, "runs": results})

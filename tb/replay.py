@@ -17,10 +17,11 @@ from arch.compiler import compile_ir
 from arch.program import Group, Program
 
 
-def dram_program(ir, cfg) -> tuple[Program, dict, np.ndarray]:
-    """The program of ``ir`` with every tensor in DRAM, the integer model, and its DRAM image."""
+def dram_program(ir, cfg, resolution: int | None = None) -> tuple[Program, dict, np.ndarray]:
+    """The program of ``ir`` (at ``resolution``, default the model's) with every tensor in DRAM, the
+    integer model, and its DRAM image."""
     from golden import convert, program
-    prog = compile_ir(ir, cfg, on_chip=False)
+    prog = compile_ir(ir, cfg, resolution=resolution, on_chip=False)
     model = convert.from_ir(ir)
     return prog, model, program.dram_image(prog, model)
 

@@ -4,8 +4,9 @@
 
 compiles the quantized model for the preset with every tensor in DRAM (what the machine's staged
 executors read and write), lays out the DRAM image, builds the machine (rtl/executors.py ``machine``,
-cached by its Verilog), and runs the whole program on the image through the host driver and
-cocotbext-axi's AXI RAM. ``F`` gets:
+cached by its Verilog), and runs the whole program on the image through the host driver
+(host/machine.py: load, input, start, sleep on the interrupt, logits) over cocotbext-axi's AXI RAM
+and AXI4-Lite master. ``F`` gets:
 
 * ``logits`` (the machine's integer logits) and ``golden_logits`` (golden/'s integer model);
 * ``bit_exact``; when not, ``first_difference``: the first operation whose output differs (read
@@ -35,28 +36,30 @@ BASE = 0x10_0000_0000          # the DRAM image's bus address (above 4 GiB: ever
 
 
 def run_network(ir, pixels, cfg, *, case: str = "network", pauses: float = 0.0, seed: int = 1,
-                cycle_limit: int = 2_000_000_000) -> dict:
+                cycle_limit: int = 2_000_000_000, resolution: int | None = None) -> dict:
     from pysim.price import price
     from rtl.executors import EXECUTORS, machine
     from tb import replay
-    from tb.harness import build, run_cocotb
+    from tb.harness import build, build_dir_for, run_cocotb
 
     t0 = time.monotonic()
-    prog, model, image = replay.dram_program(ir, cfg)
+    prog, model, image = replay.dram_program(ir, cfg, resolution)
     t_in = prog.tensors[prog.input]
     px = np.asarray(pixels)
     if px.dtype != np.uint8 or px.shape != tuple(t_in.shape):
         raise ValueError(f"the program takes one uint8 image of shape {tuple(t_in.shape)}, got {px.dtype} {px.shape}")
-    loaded = replay.with_input(prog, image, px)
     want = replay.golden_final(prog, image, px)
     t_golden = time.monotonic()
     gen = {"executors": sorted(EXECUTORS)}
     build("machine", lambda: machine(cfg), cfg, gen)
     t_build = time.monotonic()
+    bdir = build_dir_for("machine", cfg, gen)
+    bdir.mkdir(parents=True, exist_ok=True)
+    prog_path = prog.save(bdir / f"{case}.program.json")
     res = run_cocotb(unit="machine", make=lambda: machine(cfg), config=cfg, module="tb.machine_cocotb", case=case,
-                     gen=gen, arrays={"image": loaded}, seed=seed,
-                     params={"runs": [{"name": "network", "irq": True, "readback": [0, int(image.size)],
-                                       "readback_file": "dram.bin"}],
+                     gen=gen, arrays={"image": image, "pixels": px}, seed=seed,
+                     params={"runs": [{"name": "network", "program": str(prog_path), "image": "image",
+                                       "cycle_limit": cycle_limit}],
                              "base": BASE, "fault_base": BASE + (1 << 36), "program_offset": prog.program_addr,
                              "ops": len(prog.ops), "cycle_limit": cycle_limit, "pauses": pauses,
                              "latency": [0, 8] if pauses else [0, 0]})
@@ -124,6 +127,8 @@ def main(argv=None) -> int:
     ap.add_argument("--scratch-kib", type=int, default=None,
                     help="the executors' scratch size (act_buffer_kib); the whole layer must fit")
     ap.add_argument("--pauses", type=float, default=0.0, help="random AXI pauses (0..1) and read latency")
+    ap.add_argument("--resolution", type=int, default=None,
+                    help="run the model at this input size instead of its own (the same weights; shorter runs)")
     ap.add_argument("--json", default=None, help="write the report here")
     args = ap.parse_args(argv)
     try:
@@ -136,6 +141,8 @@ def main(argv=None) -> int:
             raise ValueError(f"--scratch-kib must be a positive number of KiB, got {args.scratch_kib}")
         if not 0.0 <= args.pauses < 1.0:
             raise ValueError(f"--pauses must lie in [0, 1), got {args.pauses}")
+        if args.resolution is not None and not 32 <= args.resolution <= 1024:
+            raise ValueError(f"--resolution must lie in [32, 1024], got {args.resolution}")
         try:
             cfg = get_preset(args.preset)
         except KeyError as e:
@@ -144,11 +151,11 @@ def main(argv=None) -> int:
             cfg = cfg.replace(act_buffer_kib=args.scratch_kib)
         ir = convert.read_ir(args.quantized)
         model = convert.from_ir(ir, cfg=cfg)
-        pixels = load_image(args.image, model["resolution"], float(ir.get("crop_ratio", 1.0)))
+        pixels = load_image(args.image, args.resolution or model["resolution"], float(ir.get("crop_ratio", 1.0)))
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    r = run_network(ir, pixels, cfg, pauses=args.pauses)
+    r = run_network(ir, pixels, cfg, pauses=args.pauses, resolution=args.resolution)
     print(summary(r))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
