@@ -30,3 +30,18 @@ def test_run_network_refuses_bad_input(tmp_path, capsys):
     from tb.run_network import main
     assert main(["--quantized", str(tmp_path / "nope.pt"), "--image", "x.png"]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+# The paper's engine shape (8 x 8 MAT lanes x multipliers, an 8 x 8 R-MAC array) with 2 replicas
+# instead of 16: every engine replicated as in `paper`, small enough for Verilator.
+PAPER_SHAPE = PRESETS["paper"].replace(name="paper_r2", replicas=2, act_buffer_kib=64)
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_whole_network_at_the_papers_engine_shape():
+    from tb.run_network import run_network
+    from tests.test_golden_model import images, tiny_ir
+    r = run_network(tiny_ir(), images(1)[0], PAPER_SHAPE, case="network-paper-r2", pauses=0.2, seed=11)
+    assert r["bit_exact"], r["first_difference"]
+    assert r["layers"] == r["ops"], r
