@@ -39,7 +39,7 @@ from rtl import record as R
 from rtl.hswish import Hardswish
 from rtl.requant import Requant, group_bits, table_depth
 from rtl.rmac_engine import COORD_BITS, RmacEngine
-from rtl.staged import Core, ScalarFetch, StagedExecutor, checked_start, epilogue_id, odometer
+from rtl.staged import Core, ScalarFetch, StagedExecutor, checked_start, odometer
 
 EPILOGUES = ("requant", "hswish")
 DW, PW = encoding.OPCODE_IDS["RMAC.DW"], encoding.OPCODE_IDS["RMAC.PW"]
@@ -94,7 +94,7 @@ class RmacCore(Core):
                                                   "lo", "hi", "pre_lo", "pre_hi")})
         d.oc0 = R.oc0(rec)
         d.is_pw = R.opcode(rec) == PW
-        d.is_hs = epilogue_id(rec) == encoding.EPILOGUE_IDS["hswish"]
+        d.is_hs = R.epilogue_id(rec) == encoding.EPILOGUE_IDS["hswish"]
         d.C, d.plane, d.oplane = Signal(16), Signal(32), Signal(32)
         m.d.comb += [d.C.eq(R.oc1(rec) - d.oc0), d.plane.eq(d.h * d.w), d.oplane.eq(d.oh * d.ow)]
         # rows / segments of the engine's command: depthwise output rows of L, segments of S pixels;
@@ -108,7 +108,7 @@ class RmacCore(Core):
         cfg, rec = self.cfg, self.record
         depth = RmacEngine.buffer_depth(cfg)
         big = 1 << (COORD_BITS - 1)
-        common = ((((epilogue_id(rec) == encoding.EPILOGUE_IDS["requant"]) | d.is_hs)
+        common = ((((R.epilogue_id(rec) == encoding.EPILOGUE_IDS["requant"]) | d.is_hs)
                    & (R.n_inputs(rec) == 1) & (R.n_outputs(rec) == 1)
                    & (d.oc0 < R.oc1(rec)) & (R.oc1(rec) <= d.cout) & (d.C <= cfg.norm_max_channels)
                    & (R.operand(rec, 0).bits <= cfg.act_bits) & (R.operand(rec, 1).bits <= cfg.act_bits)

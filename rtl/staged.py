@@ -416,9 +416,6 @@ class ScalarFetch(wiring.Component):
 
 
 # --- helpers of the cores -------------------------------------------------------------------------
-epilogue_id = R.epilogue_id
-
-
 @contextmanager
 def checked_start(m: Module, core: Core, ok, first: str):
     """The ``IDLE`` and ``CHECK`` states of a core's FSM: on ``go``, a geometry the core cannot run

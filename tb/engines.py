@@ -46,3 +46,28 @@ def check_overlap(res: dict, op: dict, issues: list[int], loads: list[int]) -> i
             assert got[i - 1] == [1, 1], (op["name"], i, got[i - 1])
             checked += 1
     return checked
+
+
+def chain(ops_out: list, arrays: dict, name: str, parts: list[dict], part_arrays: dict, per_cmd: str) -> None:
+    """The ops ``parts`` (built into ``part_arrays``) as ONE op: all their commands back to back;
+    the expected values are the parts' flattened one after the other. ``per_cmd`` names the list each
+    op keeps beside its commands (MAT: ``tiles``, R-MAC: ``geometry``)."""
+    cmds, per, beats, ws, xs, oms, exps, off = [], [], [], [], [], [], [], 0
+    for op in parts:
+        n = op["name"]
+        cmds += op["cmds"]
+        per += op[per_cmd]
+        beats += op["beats"]
+        ws.append(part_arrays[f"{n}.w"])
+        xs.append(part_arrays[f"{n}.x"])
+        om = part_arrays[f"{n}.omap"].copy()
+        om[om >= 0] += off
+        oms.append(om)
+        e = part_arrays[f"{n}.expected"].reshape(-1)
+        exps.append(e)
+        off += e.size
+    ops_out.append({"name": name, "cmds": cmds, per_cmd: per, "beats": beats, "record": None})
+    arrays[f"{name}.w"] = np.concatenate([w for w in ws if len(w)])
+    arrays[f"{name}.x"] = np.concatenate(xs)
+    arrays[f"{name}.omap"] = np.concatenate(oms)
+    arrays[f"{name}.expected"] = np.concatenate(exps)

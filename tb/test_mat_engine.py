@@ -23,7 +23,7 @@ from golden import ops
 from arch.config import PRESETS, AccelConfig
 from rtl.mat_engine import MatEngine
 from rtl.mat_schedule import mat_tiles
-from tb.engines import check_overlap, run_engine
+from tb.engines import chain, check_overlap, run_engine
 from tb.layouts import im2col
 
 
@@ -114,30 +114,6 @@ def attn_qkv(ops_out, arrays, cfg, rng, n, d, extreme=None):
          np.concatenate([num, den[:, None]], axis=1), "attn_qkv", relu=True, x_zero=z_q)
 
 
-def chain(ops_out, arrays, name, parts: list[dict], part_arrays: dict):
-    """The ops ``parts`` (built into ``part_arrays``) as ONE op: all their cmds back to back; the
-    expected values are the parts' flattened one after the other."""
-    cmds, tiles, beats, ws, xs, oms, exps, off = [], [], [], [], [], [], [], 0
-    for op in parts:
-        n = op["name"]
-        cmds += op["cmds"]
-        tiles += op["tiles"]
-        beats += op["beats"]
-        ws.append(part_arrays[f"{n}.w"])
-        xs.append(part_arrays[f"{n}.x"])
-        om = part_arrays[f"{n}.omap"].copy()
-        om[om >= 0] += off
-        oms.append(om)
-        e = part_arrays[f"{n}.expected"].reshape(-1)
-        exps.append(e)
-        off += e.size
-    ops_out.append({"name": name, "cmds": cmds, "record": None, "tiles": tiles, "beats": beats})
-    arrays[f"{name}.w"] = np.concatenate([w for w in ws if len(w)])
-    arrays[f"{name}.x"] = np.concatenate(xs)
-    arrays[f"{name}.omap"] = np.concatenate(oms)
-    arrays[f"{name}.expected"] = np.concatenate(exps)
-
-
 def build_ops(cfg: AccelConfig, seed: int, full: bool):
     rng = np.random.default_rng(seed)
     o, a = [], {}
@@ -174,7 +150,7 @@ def build_ops(cfg: AccelConfig, seed: int, full: bool):
     linear(po, pa, cfg, rng, 1, N, 2 * M)
     attn_kv(po, pa, cfg, rng, 5 * N - 1, M)
     pointwise(po, pa, cfg, rng, 3, 2 * L, 2, M + 1, max_groups=1)
-    chain(o, a, "chain", po, pa)
+    chain(o, a, "chain", po, pa, "tiles")
     return o, a
 
 

@@ -24,7 +24,7 @@ from golden import ops
 from arch.config import PRESETS, AccelConfig
 from rtl.rmac_engine import RmacEngine
 from rtl.rmac_schedule import rmac_depthwise, rmac_pointwise
-from tb.engines import check_overlap, run_engine
+from tb.engines import chain, check_overlap, run_engine
 
 
 def _issue(g) -> int:
@@ -76,30 +76,6 @@ def pointwise(o, a, cfg, rng, p, k, c, max_rows=None):
          {"kind": "pw", "P": p, "K": k, "C": c}, p * k * c, record=not max_rows)
 
 
-def chain(o, a, name, parts: list[dict], part_arrays: dict):
-    """The ops ``parts`` (built into ``part_arrays``) as ONE op: all their commands back to back;
-    the expected values are the parts' flattened one after the other."""
-    cmds, geo, beats, ws, xs, oms, exps, off = [], [], [], [], [], [], [], 0
-    for op in parts:
-        n = op["name"]
-        cmds += op["cmds"]
-        geo += op["geometry"]
-        beats += op["beats"]
-        ws.append(part_arrays[f"{n}.w"])
-        xs.append(part_arrays[f"{n}.x"])
-        om = part_arrays[f"{n}.omap"].copy()
-        om[om >= 0] += off
-        oms.append(om)
-        e = part_arrays[f"{n}.expected"].reshape(-1)
-        exps.append(e)
-        off += e.size
-    o.append({"name": name, "cmds": cmds, "geometry": geo, "beats": beats, "record": None})
-    a[f"{name}.w"] = np.concatenate([w for w in ws if len(w)])
-    a[f"{name}.x"] = np.concatenate(xs)
-    a[f"{name}.omap"] = np.concatenate(oms)
-    a[f"{name}.expected"] = np.concatenate(exps)
-
-
 def build_ops(cfg: AccelConfig, seed: int, full: bool):
     rng = np.random.default_rng(seed)
     o, a = [], {}
@@ -134,7 +110,7 @@ def build_ops(cfg: AccelConfig, seed: int, full: bool):
     pointwise(po, pa, cfg, rng, 2 * L * S, 4, 2, max_rows=1)
     depthwise(po, pa, cfg, rng, T, 7, 6, 3, 2, pad=0)
     depthwise(po, pa, cfg, rng, T, 7, 6, 5, 1)
-    chain(o, a, "chain", po, pa)
+    chain(o, a, "chain", po, pa, "geometry")
     return o, a
 
 
