@@ -38,7 +38,7 @@ from rtl import record as R
 from rtl.hswish import Hardswish
 from rtl.mat_engine import MatEngine
 from rtl.requant import Requant
-from rtl.staged import Core, ScalarFetch, StagedExecutor, checked_start
+from rtl.staged import Core, ScalarFetch, StagedExecutor, checked_start, regions, scratch_depth
 
 EPILOGUES = ("requant", "hswish", "logits")
 LINEAR = encoding.OPCODE_IDS["MAT.LINEAR"]
@@ -60,6 +60,18 @@ def geometry_ok(cfg, opcode: str, epilogue: str, g: dict, oc0: int, oc1: int, x_
     taps = g["cin"] // g["groups"] * g["k"] ** 2
     pixel_groups = -(-g["oh"] * g["ow"] // cfg.replicas)
     return 1 <= -(-taps // cfg.mat_mults) <= cfg.mat_wbuf_words and 1 <= pixel_groups < 1 << MAT_GROUPS_BITS
+
+
+def stages_inputs(cfg, prog, op) -> bool:
+    """Whether :class:`MatCore` gathers ``op``'s input beats once into the free scratch and streams
+    them to every tile (else each tile gathers its own): the beats of one conv group must fit."""
+    g = dict(op.geom)
+    if op.opcode == "MAT.LINEAR":
+        g.update(h=1, w=1, oh=1, ow=1, k=1, groups=1)
+    chunks = -(-(g["cin"] // g["groups"] * g["k"] ** 2) // cfg.mat_mults)
+    beats = -(-g["oh"] * g["ow"] // cfg.replicas) * chunks
+    row = cfg.axi_data_bits // 8
+    return regions(prog, op)["free"] + beats * -(-(cfg.replicas * cfg.mat_mults) // row) * row <= scratch_depth(cfg)
 
 
 class MatCore(Core):
@@ -196,8 +208,32 @@ class MatCore(Core):
                      self.p_off + zx_off + tcur["ci"] * zx_bytes)
         x_zero = (tcur["t"] >= K) | (pcur["p"] >= P)
         xc, xg = Signal(range(cfg.mat_wbuf_words + 1)), Signal(MAT_GROUPS_BITS + 1)   # chunk, pixel group
+        # --- staged inputs: the operation's input beats gathered once, in beat order, past the regions --
+        # (a tile of M channels re-reads every input beat; gathering each of them once per conv group
+        # and streaming them to every tile as whole scratch rows saves ceil(cout_g / M) - 1 gathers)
+        B = self.word_bytes
+        WB = -(-(L * N) // B)                                     # scratch rows per input beat
+        BW = WB * B
+        depth = scratch_depth(cfg)
+        nbeats, xneed = Signal(MAT_GROUPS_BITS + 1 + 16), Signal(48)
+        staged, prepped, pre = Signal(), Signal(), Signal()
+        prep_gbase = Signal(16)
+        xw = Signal(32)                                           # the beat being written (pre-pass)
+        stream = Signal()                                         # X_STREAM: inputs from the staged beats
+        sa, pa = Signal(32), Signal(32)                           # the row to read now, the one read before
+        siw, rw = Signal(range(WB + 1)), Signal(range(WB + 1))    # its index in the beat, the one read before
+        sib = Signal(MAT_GROUPS_BITS + 1 + 16)                    # beats whose rows have all been read
+        rv = Signal()                                             # a row read the cycle before
+        sbuf = Signal(8 * B * max(WB - 1, 1))
+        xsrc = Signal(8 * L * N)
+        last_row = rv & (rw == WB - 1)
+        with m.If(stream):
+            m.d.comb += xsrc.eq(Cat(sbuf[:8 * B * (WB - 1)], self.rword)[:8 * L * N] if WB > 1
+                                else self.rword[:8 * L * N])
+        with m.Else():
+            m.d.comb += xsrc.eq(beat[:8 * L * N])
         for j in range(L * N):
-            m.d.comb += eng.x.payload[j].eq(beat.word_select(j, 8))
+            m.d.comb += eng.x.payload[j].eq(xsrc.word_select(j, 8))
         m.d.comb += [eng.cmd.payload.chunks.eq(chunks), eng.cmd.payload.groups.eq(n_grp),
                      eng.cmd.payload.load.eq(1), eng.cmd.payload.bias.eq(bias)]
 
@@ -240,6 +276,8 @@ class MatCore(Core):
         m.d.comb += [self.waddr.eq(wrap(otile + lofs + res_tag * oeb + wb)),
                      self.wdata.eq(res_q.as_value().word_select(wl, ob).word_select(wb, 8)),
                      self.wen.eq(res_valid & (wl < lanes))]
+        with m.If(pre):                                           # the pre-pass writes the gathered bytes
+            m.d.comb += [self.waddr.eq(wrap(xw + idx2)), self.wdata.eq(Mux(z2, 0, self.rdata)), self.wen.eq(v2)]
         with m.If(res_valid):
             with m.If(wb != oeb - 1):
                 m.d.sync += wb.eq(wb + 1)
@@ -250,6 +288,21 @@ class MatCore(Core):
                 m.d.sync += [wb.eq(0), wl.eq(0), lofs.eq(0)]
                 with m.If(res_tag == P - 1):
                     m.d.sync += tile_done.eq(1)
+
+        def next_beat():
+            """The next input beat (chunk, then pixel group); true at the tile's last one."""
+            with m.If(xc == chunks - 1):
+                m.d.sync += [xc.eq(0), xg.eq(xg + 1)]
+            with m.Else():
+                m.d.sync += xc.eq(xc + 1)
+            return (xc == chunks - 1) & (xg == n_grp - 1)
+
+        def first_beat():
+            put(tcur, tap_first)
+            put(t0, tap_first)
+            put(pcur, pix_first)
+            put(p0, pix_first)
+            m.d.sync += [xc.eq(0), xg.eq(0)]
 
         # --- the sequence ----------------------------------------------------------------------
         with m.FSM():
@@ -279,7 +332,19 @@ class MatCore(Core):
                 with m.If(rem >= cout_g):
                     m.d.sync += [rem.eq(rem - cout_g), gbase.eq(gbase + cin_g), gbase_off.eq(gbase_off + gstep)]
                 with m.Else():
-                    m.next = "TILE"
+                    m.next = "FIT"
+            with m.State("FIT"):                                  # do the staged beats fit the scratch?
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += nbeats.eq(n_grp * chunks)
+                m.next = "FIT_NEED"
+            with m.State("FIT_NEED"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += [xneed.eq(nbeats * BW), prepped.eq(0)]
+                m.next = "FIT_CHECK"
+            with m.State("FIT_CHECK"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += staged.eq(self.free_off + xneed <= depth)
+                m.next = "TILE"
             with m.State("TILE"):
                 m.d.comb += self.busy.eq(1)
                 left, in_grp = C - ch, cout_g - rem
@@ -290,6 +355,10 @@ class MatCore(Core):
                 with m.Elif(ch >= C):
                     m.d.comb += self.done.eq(1)
                     m.next = "IDLE"
+                with m.Elif(staged & (~prepped | (prep_gbase != gbase))):   # the conv group's beats, once
+                    first_beat()
+                    m.d.sync += [e.eq(0), ln.eq(0), nn.eq(0), pre.eq(1), xw.eq(self.free_off)]
+                    m.next = "X_GATHER"
                 with m.Else():
                     m.d.sync += [lanes.eq(n_l), lane.eq(0), wtile.eq(self.w_off + ch * K),
                                  otile.eq(self.out_off[0] + (R.oc0(rec) + ch) * pstep), tile_done.eq(0),
@@ -341,12 +410,12 @@ class MatCore(Core):
                 with m.If(eng.w.ready):
                     m.d.sync += [c.eq(c + 1), wq.eq(wtile + ((c + 1) << logN)), e.eq(0), ln.eq(0), nn.eq(0)]
                     with m.If(c == chunks - 1):
-                        put(tcur, tap_first)
-                        put(t0, tap_first)
-                        put(pcur, pix_first)
-                        put(p0, pix_first)
-                        m.d.sync += [xc.eq(0), xg.eq(0)]
-                        m.next = "X_GATHER"
+                        first_beat()
+                        with m.If(staged):
+                            m.d.sync += [stream.eq(1), sa.eq(self.free_off), siw.eq(0), sib.eq(0), rv.eq(0)]
+                            m.next = "X_STREAM"
+                        with m.Else():
+                            m.next = "X_GATHER"
                     with m.Else():
                         m.next = "W_GATHER"
             with m.State("X_GATHER"):                             # chunk xc of pixel group xg
@@ -373,19 +442,47 @@ class MatCore(Core):
                         put(t0, tap_next(tcur))
                         put(pcur, p0)
                 with m.If(e == L * N + 1):
-                    m.next = "X_BEAT"
+                    with m.If(pre):                               # the beat's last byte is being written
+                        m.d.sync += [e.eq(0), xw.eq(xw + BW)]
+                        with m.If(next_beat()):
+                            m.d.sync += [pre.eq(0), prepped.eq(1), prep_gbase.eq(gbase)]
+                            m.next = "TILE"
+                    with m.Else():
+                        m.next = "X_BEAT"
             with m.State("X_BEAT"):
                 m.d.comb += [self.busy.eq(1), eng.x.valid.eq(1)]
                 with m.If(eng.x.ready):
                     m.d.sync += e.eq(0)
-                    with m.If(xc == chunks - 1):
-                        m.d.sync += [xc.eq(0), xg.eq(xg + 1)]
-                    with m.Else():
-                        m.d.sync += xc.eq(xc + 1)
-                    with m.If((xc == chunks - 1) & (xg == n_grp - 1)):
+                    with m.If(next_beat()):
                         m.next = "DRAIN"
                     with m.Else():
                         m.next = "X_GATHER"
+            with m.State("X_STREAM"):
+                # a row per cycle: the beat's last row goes to the engine straight from the read port
+                # (the ones before it from sbuf); while the engine holds a beat its last row is read again
+                m.d.comb += [self.busy.eq(1), eng.x.valid.eq(last_row)]
+                with m.If(last_row & ~eng.x.ready):
+                    m.d.comb += self.raddr.eq(wrap(pa))
+                with m.Else():
+                    more = sib < nbeats
+                    m.d.comb += self.raddr.eq(wrap(sa))
+                    m.d.sync += [rv.eq(more), rw.eq(siw), pa.eq(sa)]
+                    with m.If(more):
+                        m.d.sync += sa.eq(sa + B)
+                        with m.If(siw == WB - 1):
+                            m.d.sync += [siw.eq(0), sib.eq(sib + 1)]
+                        with m.Else():
+                            m.d.sync += siw.eq(siw + 1)
+                    if WB > 1:
+                        with m.If(rv & (rw != WB - 1)):
+                            with m.Switch(rw):
+                                for i in range(WB - 1):
+                                    with m.Case(i):
+                                        m.d.sync += sbuf.word_select(i, 8 * B).eq(self.rword)
+                    with m.If(last_row):                          # the engine took the beat
+                        with m.If(next_beat()):
+                            m.d.sync += stream.eq(0)
+                            m.next = "DRAIN"
             with m.State("DRAIN"):                                # the tile's last code written
                 m.d.comb += self.busy.eq(1)
                 with m.If(tile_done & ~eng.o.valid):          # (and the last engine beat let go)

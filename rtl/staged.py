@@ -7,8 +7,9 @@
    written per cycle), each region on an ``ALIGN`` (64-byte) boundary: inputs 0..2, weights,
    parameters, then the outputs' regions;
 2. **compute**: the core of the record's opcode (a :class:`Core` subclass: an engine or an integer
-   unit and the address generation that feeds it) reads and writes the scratch a byte at a time
-   through one read port (data the cycle after the address) and one write port (a byte enable);
+   unit and the address generation that feeds it) reads the scratch through one read port (data the
+   cycle after the address: the byte addressed and its whole row) and writes it a byte at a time
+   through one write port (a byte enable); the scratch past the regions is the core's to use;
 3. **store**: each output's computed slice is written back to DRAM, a bus word per beat: the
    channels ``[oc0, oc1)`` of the output (``out_offset + oc0 ..`` for ``MAT.ATTN_QKV``; both
    outputs whole for ``MAT.ATTN_KV``), so two operations that share an output tensor (a layer split
@@ -46,14 +47,34 @@ def scratch_depth(cfg) -> int:
     return cfg.act_buffer_kib * 1024
 
 
-def core_members(abits: int) -> dict:
-    """A compute core's ports, as the core declares them."""
+def regions(prog, op) -> dict:
+    """The scratch regions the plan gives ``op`` (Python mirror of ``_Body``): offsets of the inputs,
+    weights, parameters and outputs, and ``free``, where the space past them begins (``free_off``)."""
+    align = lambda v: -(-v // ALIGN) * ALIGN                      # noqa: E731
+    sizes = [prog.tensors[t].bytes for t in op.inputs] + [0] * (MAX_IN - len(op.inputs))
+    sizes += [op.weight_bytes, op.param_span if op.params else 0]
+    offs, off = [], 0
+    for sz in sizes:
+        offs.append(off)
+        off = align(off + sz)
+    outs = []
+    for t in op.outputs:
+        outs.append(off)
+        off = align(off + prog.tensors[t].bytes)
+    return {"inputs": offs[:MAX_IN], "weights": offs[MAX_IN], "params": offs[MAX_IN + 1], "outputs": outs,
+            "free": off}
+
+
+def core_members(abits: int, word_bytes: int) -> dict:
+    """A compute core's ports, as the core declares them. ``rdata`` is the byte at the address given the
+    cycle before, ``rword`` the whole scratch row (``word_bytes`` bytes) holding it; ``free_off`` is
+    where the scratch past the operation's regions begins (a core may use it up to ``scratch_depth``)."""
     return {
         "go": In(1), "done": Out(1), "error": Out(1), "error_code": Out(ERROR_CODE_BITS), "busy": Out(1),
         "record": In(RECORD_BITS),
         "in_off": In(data.ArrayLayout(abits, MAX_IN)), "w_off": In(abits), "p_off": In(abits),
-        "out_off": In(data.ArrayLayout(abits, MAX_OUT)),
-        "raddr": Out(abits), "rdata": In(8),
+        "out_off": In(data.ArrayLayout(abits, MAX_OUT)), "free_off": In(abits + 1),
+        "raddr": Out(abits), "rdata": In(8), "rword": In(8 * word_bytes),
         "waddr": Out(abits), "wdata": Out(8), "wen": Out(1),
     }
 
@@ -65,7 +86,8 @@ class Core(wiring.Component):
     def __init__(self, cfg):
         self.cfg = cfg
         self.abits = max(1, (scratch_depth(cfg) - 1).bit_length())
-        super().__init__(core_members(self.abits))
+        self.word_bytes = cfg.axi_data_bits // 8
+        super().__init__(core_members(self.abits, self.word_bytes))
 
 
 class StagedExecutor(Executor):
@@ -184,7 +206,8 @@ class _Body(Elaboratable):
                                       for k in range(encoding.MAX_OPERANDS)]).any())
 
         for core in cores:
-            m.d.comb += [core.record.eq(rec), core.w_off.eq(offs[3]), core.p_off.eq(offs[4])]
+            m.d.comb += [core.record.eq(rec), core.w_off.eq(offs[3]), core.p_off.eq(offs[4]),
+                         core.free_off.eq(Mux(total > S, S, total))]
             for i in range(MAX_IN):
                 m.d.comb += core.in_off[i].eq(offs[i])
             for o in range(MAX_OUT):
@@ -206,7 +229,7 @@ class _Body(Elaboratable):
             m.d.comb += [raddr.eq(st_addr), wp.addr.eq(ld_addr >> lb), wp.data.eq(ld_data),
                          wp.en.eq(Mux(ld_en, (1 << B) - 1, 0))]
         for core in cores:
-            m.d.comb += core.rdata.eq(rp.data.as_value().word_select(lane, 8))
+            m.d.comb += [core.rdata.eq(rp.data.as_value().word_select(lane, 8)), core.rword.eq(rp.data.as_value())]
 
         # --- the phases ------------------------------------------------------------------------------
         item = Signal(range(6))                 # load: inputs 0..2, weights (3), parameters (4)

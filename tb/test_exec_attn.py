@@ -25,6 +25,7 @@ from arch import formats
 from arch.program import ALIGN, Group, Op, Tensor, param_tables
 from arch.regmap import ErrorCode
 from rtl.exec_attn import AttnCore
+from rtl.staged import regions
 from tb import replay
 from tb.test_executors import replay_failures
 
@@ -124,17 +125,8 @@ def _write(mem, t, v):
 
 def scratch_layout(prog, op) -> tuple[list[int], int, list[int]]:
     """rtl/staged.py's regions for ``op``: (input offsets, parameter offset, output offsets)."""
-    sizes = [prog.tensors[t].bytes for t in op.inputs] + [0] * (3 - len(op.inputs))
-    sizes += [op.weight_bytes, op.param_span if op.params else 0]
-    offs, off = [], 0
-    for sz in sizes:
-        offs.append(off)
-        off = _align(off + sz)
-    outs = []
-    for t in op.outputs:
-        outs.append(off)
-        off = _align(off + prog.tensors[t].bytes)
-    return offs[:3], offs[4], outs
+    r = regions(prog, op)
+    return r["inputs"], r["params"], r["outputs"]
 
 
 class _Harness(Elaboratable):
