@@ -169,8 +169,14 @@ class MatCore(Core):
         # weights: lane ln, tap c N + nn at wq + nn (wq = wtile + c N + ln K)
         c = Signal(range(cfg.mat_wbuf_words + 1))
         wq = Signal(32)
-        tw = Signal(32)
-        m.d.comb += tw.eq((c << logN) + nn)
+        tw, tw0 = Signal(32), Signal(32)
+        m.d.comb += [tw0.eq(c << logN), tw.eq(tw0 + nn)]
+        B = self.word_bytes
+        wide_w = N <= B                                           # a lane's taps span at most two rows
+        wi, wi_d = Signal(range(2 * M + 1)), Signal(range(2 * M + 1))
+        wv = Signal()
+        woff = Signal(range(B))
+        wrow0 = Signal(8 * B)
         for j in range(M * N):
             m.d.comb += eng.w.payload[j].eq(beat.word_select(j, 8).as_signed())
 
@@ -211,7 +217,6 @@ class MatCore(Core):
         # --- staged inputs: the operation's input beats gathered once, in beat order, past the regions --
         # (a tile of M channels re-reads every input beat; gathering each of them once per conv group
         # and streaming them to every tile as whole scratch rows saves ceil(cout_g / M) - 1 gathers)
-        B = self.word_bytes
         WB = -(-(L * N) // B)                                     # scratch rows per input beat
         BW = WB * B
         depth = scratch_depth(cfg)
@@ -392,23 +397,45 @@ class MatCore(Core):
             with m.State("CMD"):
                 m.d.comb += [self.busy.eq(1), eng.cmd.valid.eq(1)]
                 with m.If(eng.cmd.ready):
-                    m.d.sync += [c.eq(0), wq.eq(wtile), e.eq(0), ln.eq(0), nn.eq(0)]
+                    m.d.sync += [c.eq(0), wq.eq(wtile), e.eq(0), ln.eq(0), nn.eq(0), wi.eq(0)]
                     m.next = "W_GATHER"
             with m.State("W_GATHER"):                             # weight word c
-                m.d.comb += [self.busy.eq(1), self.raddr.eq(a1)]
-                m.d.comb += [issue.eq(e < M * N), i_addr.eq(wrap(wq + nn)), i_zero.eq((ln >= lanes) | (tw >= K))]
-                m.d.sync += e.eq(e + 1)
-                with m.If(e < M * N):
-                    with m.If(nn != N - 1):
-                        m.d.sync += nn.eq(nn + 1)
-                    with m.Else():
-                        m.d.sync += [nn.eq(0), ln.eq(ln + 1), wq.eq(wq + K)]
-                with m.If(e == M * N + 1):
-                    m.next = "W_BEAT"
+                m.d.comb += self.busy.eq(1)
+                if wide_w:
+                    # lane l's N taps are N consecutive bytes: the two scratch rows that hold them (step
+                    # 2l, 2l + 1), read back to back; the taps are cut from the pair when the second lands
+                    lb = B.bit_length() - 1
+                    m.d.comb += self.raddr.eq(wrap(wq + Mux(wi[0], B, 0)))
+                    m.d.sync += [wv.eq(wi < 2 * M), wi_d.eq(wi)]
+                    with m.If(wi < 2 * M):
+                        m.d.sync += wi.eq(wi + 1)
+                        with m.If(wi[0]):
+                            m.d.sync += [wq.eq(wq + K), woff.eq(wq[:lb])]
+                    with m.If(wv & ~wi_d[0]):
+                        m.d.sync += wrow0.eq(self.rword)
+                    with m.If(wv & wi_d[0]):
+                        taps = Cat(wrow0, self.rword).bit_select(woff * 8, 8 * N)
+                        wl_ = wi_d >> 1
+                        keep = [(wl_ < lanes) & (tw0 + n < K) for n in range(N)]
+                        m.d.sync += beat.word_select(wl_, 8 * N).eq(
+                            Cat(*(Mux(keep[n], taps.word_select(n, 8), 0) for n in range(N))))
+                    with m.If((wi == 2 * M) & ~wv):
+                        m.next = "W_BEAT"
+                else:
+                    m.d.comb += [self.raddr.eq(a1), issue.eq(e < M * N), i_addr.eq(wrap(wq + nn)),
+                                 i_zero.eq((ln >= lanes) | (tw >= K))]
+                    m.d.sync += e.eq(e + 1)
+                    with m.If(e < M * N):
+                        with m.If(nn != N - 1):
+                            m.d.sync += nn.eq(nn + 1)
+                        with m.Else():
+                            m.d.sync += [nn.eq(0), ln.eq(ln + 1), wq.eq(wq + K)]
+                    with m.If(e == M * N + 1):
+                        m.next = "W_BEAT"
             with m.State("W_BEAT"):
                 m.d.comb += [self.busy.eq(1), eng.w.valid.eq(1)]
                 with m.If(eng.w.ready):
-                    m.d.sync += [c.eq(c + 1), wq.eq(wtile + ((c + 1) << logN)), e.eq(0), ln.eq(0), nn.eq(0)]
+                    m.d.sync += [c.eq(c + 1), wq.eq(wtile + ((c + 1) << logN)), e.eq(0), ln.eq(0), nn.eq(0), wi.eq(0)]
                     with m.If(c == chunks - 1):
                         first_beat()
                         with m.If(staged):
