@@ -13,8 +13,9 @@ rmac_cols`` of the operation's output channels ``[oc0, oc1)`` it
    arithmetic points: the engine substitutes ``z`` there), pointwise ``rows*cin`` beats carrying
    pixel ``s`` of input channel ``k`` at position ``s``, channel 0.
 
-Every beat is gathered byte by byte from the scratch (address out, byte the next cycle), then
-handed over. Independently, the engine's output beats are unrolled one accumulator per cycle into
+Every beat is gathered from the scratch a row per cycle (address out, row the next cycle): each run
+of consecutive bytes (a row segment of one channel and replica) takes the rows it touches, then the
+beat is handed over. Independently, the engine's output beats are unrolled one accumulator per cycle into
 the epilogue (:class:`~rtl.requant.Requant`, followed for ``hswish`` by
 :class:`~rtl.hswish.Hardswish` with the pre-activation range ``[pre_lo, pre_hi]``), each tagged
 with its CHW scratch address ``out_off[0] + (oc0 + c) * oh * ow + pixel``; padding PEs (channels
@@ -30,7 +31,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from amaranth import Module, Mux, Signal, unsigned
+from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data
 
 from arch import cost, encoding
@@ -46,41 +47,52 @@ DW, PW = encoding.OPCODE_IDS["RMAC.DW"], encoding.OPCODE_IDS["RMAC.PW"]
 
 
 class _Gather:
-    """Builds one engine beat from the scratch, one byte per cycle (address out, byte the next cycle):
-    addresses ``base + t*A + l*B + j`` for ``t < nt``, ``l < nl``, ``j < nj`` (nested in that order)
-    land in byte ``(l*WS + j)*T + t`` of ``beat`` (the engine's element order for a row beat; a
-    weight beat is ``nl = nj = 1``). ``start(...)`` gives the statements that begin a beat; while the
-    owner holds ``active`` the addresses go out on ``addr``; ``last`` marks the final one, and the beat
-    is complete once ``pending`` (the byte in flight) is low."""
+    """Builds one engine beat from the scratch a row per cycle (address out, row the next cycle):
+    the runs of bytes ``base + t*A + l*B + j``, ``j < nj``, for ``t < nt``, ``l < nl`` (nested in that
+    order) land in bytes ``(l*WS + j)*T + t`` of ``beat`` (the engine's element order for a row beat;
+    a weight beat is ``nl = nj = 1``). A run takes the rows it touches, one per cycle, each row's bytes
+    of the run placed at once. ``start(...)`` gives the statements that begin a beat; while the owner
+    holds ``active`` the rows' addresses go out on ``addr``; ``last`` marks the final one, and the beat
+    is complete once ``pending`` (the row in flight) is low."""
 
-    def __init__(self, m: Module, cfg, abits: int, rdata):
+    def __init__(self, m: Module, cfg, abits: int, rword, word_bytes: int):
         S, T, L = cfg.rmac_rows, cfg.rmac_cols, cfg.replicas
         WS = cost.rmac_segment_width(cfg)
+        RB = self.rb = word_bytes
         self.m = m
         self.beat = Signal(data.ArrayLayout(unsigned(8), L * WS * T))
         self.active, self.last, self.pending = Signal(), Signal(), Signal()
         self.addr = Signal(abits)
         self.a, self.b = Signal(abits), Signal(abits)
         self.n = [Signal(range(T + 1)), Signal(range(L + 1)), Signal(range(WS + 1))]
-        self.i = [Signal(range(T + 1)), Signal(range(L + 1)), Signal(range(WS + 1))]
+        self.i = [Signal(range(T + 1)), Signal(range(L + 1))]
         self.tptr, self.ptr = Signal(abits), Signal(abits)     # base + t*A, base + t*A + l*B
-        (nt, nl, nj), (t, l, j) = self.n, self.i
-        at = Signal(range(L * WS * T))
-        m.d.comb += [self.addr.eq(self.ptr + j),
-                     self.last.eq(self.active & (t == nt - 1) & (l == nl - 1) & (j == nj - 1))]
+        self.row = Signal(abits)                                 # the row being read (a multiple of RB)
+        (nt, nl, nj), (t, l) = self.n, self.i
+        run_end = self.row == ((self.ptr + nj - 1) & ~(RB - 1))[:abits]
+        m.d.comb += [self.addr.eq(self.row),
+                     self.last.eq(self.active & (t == nt - 1) & (l == nl - 1) & run_end)]
+        j0, pl, pt = Signal(signed(16)), Signal(range(L + 1)), Signal(range(T + 1))
         m.d.sync += self.pending.eq(self.active)
         with m.If(self.active):
-            m.d.sync += at.eq((l * WS + j) * T + t)
-            wraps = odometer(m, [(j, nj), (l, nl), (t, nt)])
-            with m.If(wraps[1]):
-                m.d.sync += [self.tptr.eq(self.tptr + self.a), self.ptr.eq(self.tptr + self.a)]
-            with m.Elif(wraps[0]):
-                m.d.sync += self.ptr.eq(self.ptr + self.b)
-        with m.If(self.pending):
-            m.d.sync += self.beat[at].eq(rdata)
+            m.d.sync += [j0.eq((self.row - self.ptr)[:abits].as_signed()), pl.eq(l), pt.eq(t)]   # (mod the scratch)
+            with m.If(run_end):
+                nptr = Mux(l == nl - 1, self.tptr + self.a, self.ptr + self.b)[:abits]
+                odometer(m, [(l, nl), (t, nt)])
+                m.d.sync += [self.ptr.eq(nptr), self.row.eq(nptr & ~(RB - 1))]
+                with m.If(l == nl - 1):
+                    m.d.sync += self.tptr.eq(self.tptr + self.a)
+            with m.Else():
+                m.d.sync += self.row.eq(self.row + RB)
+        with m.If(self.pending):                                  # the row's bytes of the run, in place
+            for q in range(RB):
+                j = j0 + q
+                with m.If((j >= 0) & (j < nj)):
+                    m.d.sync += self.beat[(pl * WS + j[:8]) * T + pt].eq(rword.word_select(q, 8))
 
     def start(self, base, a, b, nt, nl, nj) -> list:
         return [self.a.eq(a), self.b.eq(b), *(s.eq(0) for s in self.i), self.tptr.eq(base), self.ptr.eq(base),
+                self.row.eq(base & ~(self.rb - 1)),
                 *(s.eq(v) for s, v in zip(self.n, (nt, nl, nj)))]
 
 
@@ -217,7 +229,7 @@ class RmacCore(Core):
         ch = Signal(16)
         m.d.comb += ch.eq(c0 + t)
         fetch = self._params(m, d, ch, rq, hs)
-        gat = _Gather(m, cfg, ab, self.rdata)
+        gat = _Gather(m, cfg, ab, self.rword, self.word_bytes)
         cmd = Signal(RmacEngine.cmd_layout(cfg))
         m.d.comb += eng.cmd.payload.eq(cmd)
         for e in range(L * WS * T):
