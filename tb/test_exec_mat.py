@@ -23,6 +23,27 @@ def test_mat_executor_is_bit_exact():
     assert not failures, "\n".join(failures)
 
 
+# A 32-bit bus (4-byte scratch rows) under 8 multipliers per lane and a 4 KiB scratch: a lane's weight
+# taps span more than two rows (gathered a byte at a time), an input beat is two rows, and the stem and
+# head.in_conv find no room to stage their input beats (each tile gathers its own); the R-MAC core's
+# runs cross several rows.
+NARROW = CFG.replace(name="tiny_narrow", act_buffer_kib=4, axi_data_bits=32, mat_mults=8)
+
+
+@pytest.mark.sim
+def test_mat_and_rmac_cores_on_narrow_rows_and_a_scratch_too_small_to_stage():
+    from rtl.exec_mat import mat_executor, stages_inputs
+    from rtl.exec_rmac import rmac_executor
+    from tb import replay
+    from tests.test_golden_model import tiny_ir
+    prog, _, _ = replay.dram_program(tiny_ir(), NARROW)
+    staged = {stages_inputs(NARROW, prog, op) for op in prog.ops if op.opcode in ("MAT.CONV", "MAT.LINEAR")}
+    assert staged == {True, False}, "the case must run both the staged and the per-tile input path"
+    failures = replay_failures({"MAT.CONV": mat_executor, "MAT.LINEAR": mat_executor, "RMAC.DW": rmac_executor,
+                                "RMAC.PW": rmac_executor}, "exec_narrow", cfg=NARROW)
+    assert not failures, "\n".join(failures)
+
+
 def _network_ops():
     from tb import replay
     from tests.test_golden_model import tiny_ir

@@ -21,12 +21,12 @@ BASE = 0x12_3456_0000
 CFG = PRESETS["tiny"]
 
 
-def replay_failures(executors: dict, case: str, seed: int = 5) -> list[str]:
+def replay_failures(executors: dict, case: str, seed: int = 5, cfg=CFG) -> list[str]:
     """Replay every operation of the test network whose opcode ``executors`` runs on
-    ``Machine(CFG, executors)``; the list of what differed (empty: all bit-exact)."""
+    ``Machine(cfg, executors)``; the list of what differed (empty: all bit-exact)."""
     from rtl.machine import Machine
     from tests.test_golden_model import images, tiny_ir
-    prog, model, image = replay.dram_program(tiny_ir(), CFG)
+    prog, model, image = replay.dram_program(tiny_ir(), cfg)
     states = replay.golden_states(prog, image, images(1)[0])
     ks = [op.index for op in prog.ops if op.opcode in executors]
     assert ks, f"no operation of the test network has an opcode in {sorted(executors)}"
@@ -34,7 +34,7 @@ def replay_failures(executors: dict, case: str, seed: int = 5) -> list[str]:
     for k in ks:
         arrays[f"op{k}"] = replay.single_op_image(prog, k, states[k])
         runs.append({"name": f"op{k}", "image": f"op{k}", "readback": [0, int(image.size)]})
-    res = run_cocotb(unit="machine", make=lambda: Machine(CFG, executors), config=CFG, module="tb.machine_cocotb",
+    res = run_cocotb(unit="machine", make=lambda: Machine(cfg, executors), config=cfg, module="tb.machine_cocotb",
                      case=case, gen={"executors": sorted(executors)}, arrays=arrays, seed=seed,
                      params={"runs": runs, "base": BASE, "fault_base": BASE + (1 << 24), "program_offset": 0,
                              "ops": 1, "cycle_limit": 2_000_000, "pauses": 0.2, "latency": [0, 8]})
