@@ -150,6 +150,9 @@ class Env:
         t0 = time.monotonic()
         await m.load(prog, np.frombuffer(self.images[run["image"]], np.uint8))
         out = {"name": run["name"], "hung": False}
+        samples, sampling = [], [bool(run.get("profile"))]
+        if sampling[0]:
+            cocotb.start_soon(self._sample(run["profile"], samples, sampling))
         try:
             logits, counters = await m.infer(self.arrays["pixels"], timeout_s=run["cycle_limit"] * PERIOD_NS * 1e-9)
             out["logits"] = logits.reshape(-1).tolist()
@@ -158,13 +161,23 @@ class Env:
         except TimeoutError:
             counters = await self.regs.counters()
             out["hung"] = True
+        sampling[0] = False
         st = await self.regs.status()
         out.update(status=st, error_code=await self.regs.read("ERROR_CODE"), error_op=await self.regs.read("ERROR_OP"),
-                   counters=counters, sim_s=time.monotonic() - t0)
+                   counters=counters, sim_s=time.monotonic() - t0, samples=samples)
         path = Path(os.environ["TB_CASE_DIR"]) / "dram.bin"
         path.write_bytes(self.ram.read(self.base, prog.dram_bytes))
         out["readback_file"] = str(path)
         return out
+
+
+    async def _sample(self, every: int, samples: list, sampling: list) -> None:
+        """Every ``every`` cycles while the run lasts, ``[CYCLES, OPS_DONE]`` read through the register
+        block (a Timer between reads: no Python per clock edge)."""
+        while sampling[0]:
+            await Timer(every * PERIOD_NS, unit="ns")
+            if sampling[0]:
+                samples.append([await self.regs.read64("CYCLES"), await self.regs.read("OPS_DONE")])
 
 
 @cocotb.test()

@@ -16,7 +16,10 @@ and AXI4-Lite master. ``F`` gets:
 * ``pysim_cycles``: pysim's price of the same program (arch/cost.py's model of the pipelined
   dataflow) -- the staged executors are a correctness-first machine, so the two are far apart;
   ``pysim_ratio`` says by how much;
-* ``wall_s`` with ``build_s`` (Verilog + Verilator, 0 when cached), ``golden_s`` and ``sim_s``.
+* ``wall_s`` with ``build_s`` (Verilog + Verilator, 0 when cached), ``golden_s`` and ``sim_s``;
+* with ``--profile N``: ``profile``, each operation's cycles on the machine (from CYCLES and OPS_DONE
+  read every N cycles: each figure is within N of the truth) beside pysim's, and the same summed per
+  opcode: where the machine and pysim differ.
 
 Exit status 0 when bit-exact, 1 when not (or the machine stopped), 2 on bad input.
 """
@@ -36,7 +39,7 @@ BASE = 0x10_0000_0000          # the DRAM image's bus address (above 4 GiB: ever
 
 
 def run_network(ir, pixels, cfg, *, case: str = "network", pauses: float = 0.0, seed: int = 1,
-                cycle_limit: int = 2_000_000_000, resolution: int | None = None) -> dict:
+                cycle_limit: int = 2_000_000_000, resolution: int | None = None, profile: int = 0) -> dict:
     from pysim.price import price
     from rtl.executors import EXECUTORS, machine
     from tb import replay
@@ -59,7 +62,7 @@ def run_network(ir, pixels, cfg, *, case: str = "network", pauses: float = 0.0, 
     res = run_cocotb(unit="machine", make=lambda: machine(cfg), config=cfg, module="tb.machine_cocotb", case=case,
                      gen=gen, arrays={"image": image, "pixels": px}, seed=seed,
                      params={"runs": [{"name": "network", "program": str(prog_path), "image": "image",
-                                       "cycle_limit": cycle_limit}],
+                                       "cycle_limit": cycle_limit, "profile": profile}],
                              "base": BASE, "fault_base": BASE + (1 << 36), "program_offset": prog.program_addr,
                              "ops": len(prog.ops), "cycle_limit": cycle_limit, "pauses": pauses,
                              "latency": [0, 8] if pauses else [0, 0]})
@@ -84,6 +87,8 @@ def run_network(ir, pixels, cfg, *, case: str = "network", pauses: float = 0.0, 
     }
     if pysim_cycles and out["cycles"]:
         out["pysim_ratio"] = round(out["cycles"] / pysim_cycles, 2)
+    if profile and r.get("samples") is not None:
+        out["profile"] = op_profile(prog, r["samples"], out["cycles"], profile)
     st = r["status"]
     if r["hung"]:
         out["bit_exact"] = False
@@ -110,13 +115,52 @@ def run_network(ir, pixels, cfg, *, case: str = "network", pauses: float = 0.0, 
     return out
 
 
+def op_profile(prog, samples, total: int, every: int) -> dict:
+    """Each operation's cycles from ``[CYCLES, OPS_DONE]`` samples: the operations completed between two
+    samples end evenly spaced between them; beside each, pysim's price; then both summed per opcode."""
+    from pysim.price import price
+    ends, prev_c, prev_d = [], 0, 0
+    for c, d in list(samples) + [[total, len(prog.ops)]]:
+        d = min(d, len(prog.ops))
+        for j in range(prev_d, d):
+            ends.append(prev_c + (c - prev_c) * (j - prev_d + 1) / (d - prev_d))
+        prev_c, prev_d = max(prev_c, c), max(prev_d, d)
+    ends = [total if i == len(prog.ops) - 1 else e for i, e in enumerate(ends)]
+    priced = {o["index"]: o["cycles"] for o in price(prog)["ops"]}
+    ops, start = [], 0.0
+    for op, end in zip(prog.ops, ends):
+        ops.append({"index": op.index, "opcode": op.opcode, "node": op.node, "cycles": round(end - start),
+                    "pysim": int(priced.get(op.index, 0))})
+        start = end
+    by = {}
+    for o in ops:
+        b = by.setdefault(o["opcode"], {"ops": 0, "cycles": 0, "pysim": 0})
+        b["ops"] += 1
+        b["cycles"] += o["cycles"]
+        b["pysim"] += o["pysim"]
+    return {"every": every, "ops": ops, "by_opcode": by}
+
+
+def profile_table(p: dict) -> str:
+    rows = sorted(p["by_opcode"].items(), key=lambda kv: -kv[1]["cycles"])
+    total = sum(b["cycles"] for _, b in rows) or 1
+    lines = [f"{'opcode':<14}{'ops':>5}{'machine cycles':>16}{'share':>7}{'pysim cycles':>14}{'ratio':>8}"]
+    for name, b in rows:
+        ratio = f"{b['cycles'] / b['pysim']:.1f}x" if b["pysim"] else "-"
+        lines.append(f"{name:<14}{b['ops']:>5}{b['cycles']:>16,}{100 * b['cycles'] / total:>6.1f}%{b['pysim']:>14,}{ratio:>8}")
+    return "\n".join(lines) + f"\n(per-operation figures within {p['every']:,} cycles; pysim: engine cycles of the operation)"
+
+
 def summary(r: dict) -> str:
     head = (f"{r['model']} at {r['resolution']}x{r['resolution']} on the RTL machine ({r['preset']}): "
             f"{r['layers']}/{r['ops']} operations, {r['cycles']:,} cycles")
     verdict = "logits bit-exact with golden" if r["bit_exact"] else f"NOT bit-exact: {r['first_difference']}"
     p = f"; pysim prices the program at {r['pysim_cycles']:,} cycles" if r.get("pysim_cycles") else ""
-    return (f"{head}; {verdict}{p}\n"
+    text = (f"{head}; {verdict}{p}\n"
             f"wall {r['wall_s']} s: golden {r['golden_s']} s, build {r['build_s']} s, simulation {r['sim_s']} s")
+    if r.get("profile"):
+        text += "\n" + profile_table(r["profile"])
+    return text
 
 
 def main(argv=None) -> int:
@@ -129,6 +173,8 @@ def main(argv=None) -> int:
     ap.add_argument("--pauses", type=float, default=0.0, help="random AXI pauses (0..1) and read latency")
     ap.add_argument("--resolution", type=int, default=None,
                     help="run the model at this input size instead of its own (the same weights; shorter runs)")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="read the cycle and operation counters every N cycles: cycles per operation and opcode")
     ap.add_argument("--json", default=None, help="write the report here")
     args = ap.parse_args(argv)
     try:
@@ -141,6 +187,8 @@ def main(argv=None) -> int:
             raise ValueError(f"--scratch-kib must be a positive number of KiB, got {args.scratch_kib}")
         if not 0.0 <= args.pauses < 1.0:
             raise ValueError(f"--pauses must lie in [0, 1), got {args.pauses}")
+        if args.profile < 0:
+            raise ValueError(f"--profile must be a number of cycles >= 1 (0: off), got {args.profile}")
         if args.resolution is not None and not 32 <= args.resolution <= 1024:
             raise ValueError(f"--resolution must lie in [32, 1024], got {args.resolution}")
         try:
@@ -155,7 +203,7 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    r = run_network(ir, pixels, cfg, pauses=args.pauses, resolution=args.resolution)
+    r = run_network(ir, pixels, cfg, pauses=args.pauses, resolution=args.resolution, profile=args.profile)
     print(summary(r))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
