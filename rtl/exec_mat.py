@@ -38,7 +38,7 @@ from rtl import record as R
 from rtl.hswish import Hardswish
 from rtl.mat_engine import MatEngine
 from rtl.requant import Requant
-from rtl.staged import Core, ScalarFetch, StagedExecutor, checked_start, regions, scratch_depth
+from rtl.staged import Core, RowRun, StagedExecutor, checked_start, regions, scratch_depth
 
 EPILOGUES = ("requant", "hswish", "logits")
 LINEAR = encoding.OPCODE_IDS["MAT.LINEAR"]
@@ -123,33 +123,47 @@ class MatCore(Core):
         gbase, gbase_off = Signal(16), Signal(32)                 # the group's first input channel, its offset
         wtile, otile = Signal(32), Signal(32)
 
-        # --- parameters: one lane's fields; requant's tables where hswish has none ----------------
+        # --- parameters: each field of the tile's lanes is a run of its table (requant's tables where
+        # hswish has none), read a scratch row per cycle --------------------------------------------
+        B = self.word_bytes
         offs = {e: R.param_offsets(m, rec, e, cfg) for e in EPILOGUES}
         fields = R.param_fields(cfg, "hswish", ["bias", "pre_M", "pre_n", "pre_z", "t3", "z_p", "M", "n", "z_out"])
-        m.submodules.fetch = fetch = ScalarFetch(ab, fields)
-        m.d.comb += fetch.rdata.eq(self.rdata)
-        lane = Signal(range(M + 1))
+        prun = RowRun(m, ab, self.rword, B, M * max(nb for _, nb, _ in fields))
+        raw = {name: Signal(8 * M * nbytes, name=f"raw_{name}") for name, nbytes, _ in fields}
+        field_run = []
         for name, nbytes, _ in fields:
             off = offs["hswish"][name]
             if name in offs["requant"]:
                 off = Mux(is_hs, off, Mux(is_lg, offs["logits"].get(name, 0), offs["requant"][name]))
-            m.d.comb += getattr(fetch.addr, name).eq(wrap(self.p_off + off + (ch + lane) * nbytes))
+            field_run.append(prun.begin(wrap(self.p_off + off + ch * nbytes), M * nbytes))
+        pf, pf_d = Signal(range(len(fields) + 1)), Signal(range(len(fields) + 1))
+        with m.If(prun.active):
+            m.d.sync += pf_d.eq(pf)
+        for q, belongs, j, byte in prun.place():
+            with m.If(belongs):
+                with m.Switch(pf_d):
+                    for f, (name, nbytes, _) in enumerate(fields):
+                        with m.Case(f):
+                            m.d.sync += raw[name].word_select(j[:(M * nbytes).bit_length()], 8).eq(byte)
         zx_off = Mux(is_hs, offs["hswish"]["z_x"], Mux(is_lg, offs["logits"]["z_x"], offs["requant"]["z_x"]))
         zx_bytes = R.param_fields(cfg, "requant", ["z_x"])[0][1]
-        v = fetch.value
         bias = Signal(data.ArrayLayout(signed(cfg.acc_bits), M))
         rq_row, hs_row = Signal(rq.prm_layout["row"].shape), Signal(hs.prm_layout["row"].shape)
         m.d.comb += [rq.prm.payload.row.eq(rq_row), hs.prm.payload.row.eq(hs_row),
                      rq.prm.payload.group.eq(0), hs.prm.payload.group.eq(0)]
 
-        def latch_lane(i, zero=False):
-            """Lane ``i``'s fetched values (0 for a lane past the tile) into the rows and the biases."""
-            val = (lambda x: 0) if zero else (lambda x: x)
-            m.d.sync += [bias[i].eq(val(v.bias)),
-                         rq_row.m[i].eq(val(Mux(is_hs, v.pre_M, v.M))), rq_row.n[i].eq(val(Mux(is_hs, v.pre_n, v.n))),
-                         rq_row.z[i].eq(val(Mux(is_hs, v.pre_z, Mux(is_lg, 0, v.z_out)))),
-                         hs_row.m[i].eq(val(v.M)), hs_row.n[i].eq(val(v.n)), hs_row.z[i].eq(val(v.z_out)),
-                         hs_row.zp[i].eq(val(v.z_p)), hs_row.t3[i].eq(val(v.t3))]
+        def latch_lanes():
+            """Every lane's fetched values (0 for a lane past the tile) into the rows and the biases."""
+            for i in range(M):
+                v = {name: raw[name].word_select(i, 8 * nb).as_signed() if sgn else raw[name].word_select(i, 8 * nb)
+                     for name, nb, sgn in fields}
+                val = lambda x: Mux(i < lanes, x, 0)              # noqa: E731
+                m.d.sync += [bias[i].eq(val(v["bias"])),
+                             rq_row.m[i].eq(val(Mux(is_hs, v["pre_M"], v["M"]))),
+                             rq_row.n[i].eq(val(Mux(is_hs, v["pre_n"], v["n"]))),
+                             rq_row.z[i].eq(val(Mux(is_hs, v["pre_z"], Mux(is_lg, 0, v["z_out"])))),
+                             hs_row.m[i].eq(val(v["M"])), hs_row.n[i].eq(val(v["n"])), hs_row.z[i].eq(val(v["z_out"])),
+                             hs_row.zp[i].eq(val(v["z_p"])), hs_row.t3[i].eq(val(v["t3"]))]
 
         # --- gather: beat bytes through the scratch read port (address registered, byte 2 later) --
         E = max(M, L) * N
@@ -167,16 +181,19 @@ class MatCore(Core):
         m.d.comb += i_idx.eq(Cat(nn[:logN], ln) if logN else ln)
 
         # weights: lane ln, tap c N + nn at wq + nn (wq = wtile + c N + ln K)
+        # (a lane's N taps are a run of N bytes, read a scratch row per cycle)
         c = Signal(range(cfg.mat_wbuf_words + 1))
         wq = Signal(32)
-        tw, tw0 = Signal(32), Signal(32)
-        m.d.comb += [tw0.eq(c << logN), tw.eq(tw0 + nn)]
-        B = self.word_bytes
-        wide_w = N <= B                                           # a lane's taps span at most two rows
-        wi, wi_d = Signal(range(2 * M + 1)), Signal(range(2 * M + 1))
-        wv = Signal()
-        woff = Signal(range(B))
-        wrow0 = Signal(8 * B)
+        tw0 = Signal(32)
+        m.d.comb += tw0.eq(c << logN)
+        wrun = RowRun(m, ab, self.rword, B, N)
+        wln, wl_d = Signal(range(M + 1)), Signal(range(M + 1))   # the lane being read, the one in flight
+        with m.If(wrun.active):
+            m.d.sync += wl_d.eq(wln)
+        for q, belongs, j, byte in wrun.place():
+            with m.If(belongs):
+                keep = (wl_d < lanes) & (tw0 + j[:logN + 1] < K)
+                m.d.sync += beat.word_select(wl_d * N + j[:logN + 1], 8).eq(Mux(keep, byte, 0))
         for j in range(M * N):
             m.d.comb += eng.w.payload[j].eq(beat.word_select(j, 8).as_signed())
 
@@ -307,7 +324,7 @@ class MatCore(Core):
             put(t0, tap_first)
             put(pcur, pix_first)
             put(p0, pix_first)
-            m.d.sync += [xc.eq(0), xg.eq(0)]
+            m.d.sync += [xc.eq(0), xg.eq(0), e.eq(0), ln.eq(0), nn.eq(0)]
 
         # --- the sequence ----------------------------------------------------------------------
         with m.FSM():
@@ -362,80 +379,49 @@ class MatCore(Core):
                     m.next = "IDLE"
                 with m.Elif(staged & (~prepped | (prep_gbase != gbase))):   # the conv group's beats, once
                     first_beat()
-                    m.d.sync += [e.eq(0), ln.eq(0), nn.eq(0), pre.eq(1), xw.eq(self.free_off)]
+                    m.d.sync += [pre.eq(1), xw.eq(self.free_off)]
                     m.next = "X_GATHER"
                 with m.Else():
-                    m.d.sync += [lanes.eq(n_l), lane.eq(0), wtile.eq(self.w_off + ch * K),
+                    m.d.sync += [lanes.eq(n_l), pf.eq(0), *field_run[0], wtile.eq(self.w_off + ch * K),
                                  otile.eq(self.out_off[0] + (R.oc0(rec) + ch) * pstep), tile_done.eq(0),
                                  sl.eq(0), opx.eq(0)]
                     m.next = "FETCH"
-            with m.State("FETCH"):                                # lane ``lane``'s parameters
-                m.d.comb += [self.busy.eq(1), self.raddr.eq(fetch.raddr)]
-                with m.If(lane == M):
-                    m.next = "ROW"
-                with m.Elif(lane >= lanes):
-                    with m.Switch(lane):
-                        for i in range(M):
-                            with m.Case(i):
-                                latch_lane(i, zero=True)
-                    m.d.sync += lane.eq(lane + 1)
-                with m.Else():
-                    m.d.comb += fetch.go.eq(1)
-                    m.next = "FETCH_WAIT"
-            with m.State("FETCH_WAIT"):
-                m.d.comb += [self.busy.eq(1), self.raddr.eq(fetch.raddr)]
-                with m.If(fetch.done):
-                    with m.Switch(lane):
-                        for i in range(M):
-                            with m.Case(i):
-                                latch_lane(i)
-                    m.d.sync += lane.eq(lane + 1)
-                    m.next = "FETCH"
+            with m.State("FETCH"):                                # the tile's parameters, field pf
+                m.d.comb += [self.busy.eq(1), prun.active.eq(1), self.raddr.eq(prun.addr)]
+                with m.If(prun.end):
+                    m.d.sync += pf.eq(pf + 1)
+                    with m.Switch(pf):
+                        for f in range(len(fields) - 1):
+                            with m.Case(f):
+                                m.d.sync += field_run[f + 1]
+                    with m.If(pf == len(fields) - 1):
+                        m.next = "FETCH_WAIT"
+            with m.State("FETCH_WAIT"):                           # the last row lands
+                m.d.comb += self.busy.eq(1)
+                m.next = "LATCH"
+            with m.State("LATCH"):
+                m.d.comb += self.busy.eq(1)
+                latch_lanes()
+                m.next = "ROW"
             with m.State("ROW"):                                  # the tile's table rows (always ready)
                 m.d.comb += [self.busy.eq(1), rq.prm.valid.eq(1), hs.prm.valid.eq(1)]
                 m.next = "CMD"
             with m.State("CMD"):
                 m.d.comb += [self.busy.eq(1), eng.cmd.valid.eq(1)]
                 with m.If(eng.cmd.ready):
-                    m.d.sync += [c.eq(0), wq.eq(wtile), e.eq(0), ln.eq(0), nn.eq(0), wi.eq(0)]
+                    m.d.sync += [c.eq(0), wq.eq(wtile), wln.eq(0), *wrun.begin(wtile, N)]
                     m.next = "W_GATHER"
-            with m.State("W_GATHER"):                             # weight word c
-                m.d.comb += self.busy.eq(1)
-                if wide_w:
-                    # lane l's N taps are N consecutive bytes: the two scratch rows that hold them (step
-                    # 2l, 2l + 1), read back to back; the taps are cut from the pair when the second lands
-                    lb = B.bit_length() - 1
-                    m.d.comb += self.raddr.eq(wrap(wq + Mux(wi[0], B, 0)))
-                    m.d.sync += [wv.eq(wi < 2 * M), wi_d.eq(wi)]
-                    with m.If(wi < 2 * M):
-                        m.d.sync += wi.eq(wi + 1)
-                        with m.If(wi[0]):
-                            m.d.sync += [wq.eq(wq + K), woff.eq(wq[:lb])]
-                    with m.If(wv & ~wi_d[0]):
-                        m.d.sync += wrow0.eq(self.rword)
-                    with m.If(wv & wi_d[0]):
-                        taps = Cat(wrow0, self.rword).bit_select(woff * 8, 8 * N)
-                        wl_ = wi_d >> 1
-                        keep = [(wl_ < lanes) & (tw0 + n < K) for n in range(N)]
-                        m.d.sync += beat.word_select(wl_, 8 * N).eq(
-                            Cat(*(Mux(keep[n], taps.word_select(n, 8), 0) for n in range(N))))
-                    with m.If((wi == 2 * M) & ~wv):
-                        m.next = "W_BEAT"
-                else:
-                    m.d.comb += [self.raddr.eq(a1), issue.eq(e < M * N), i_addr.eq(wrap(wq + nn)),
-                                 i_zero.eq((ln >= lanes) | (tw >= K))]
-                    m.d.sync += e.eq(e + 1)
-                    with m.If(e < M * N):
-                        with m.If(nn != N - 1):
-                            m.d.sync += nn.eq(nn + 1)
-                        with m.Else():
-                            m.d.sync += [nn.eq(0), ln.eq(ln + 1), wq.eq(wq + K)]
-                    with m.If(e == M * N + 1):
-                        m.next = "W_BEAT"
+            with m.State("W_GATHER"):                             # weight word c: lane wln's run
+                m.d.comb += [self.busy.eq(1), wrun.active.eq(wln < M), self.raddr.eq(wrun.addr)]
+                with m.If(wrun.active & wrun.end):
+                    m.d.sync += [wln.eq(wln + 1), wq.eq(wq + K), *wrun.begin(wrap(wq + K), N)]
+                with m.If((wln == M) & ~wrun.pending):
+                    m.next = "W_BEAT"
             with m.State("W_BEAT"):
                 m.d.comb += [self.busy.eq(1), eng.w.valid.eq(1)]
                 with m.If(eng.w.ready):
-                    m.d.sync += [c.eq(c + 1), wq.eq(wtile + ((c + 1) << logN)), e.eq(0), ln.eq(0), nn.eq(0), wi.eq(0)]
+                    m.d.sync += [c.eq(c + 1), wq.eq(wtile + ((c + 1) << logN)), wln.eq(0),
+                                 *wrun.begin(wrap(wtile + ((c + 1) << logN)), N)]
                     with m.If(c == chunks - 1):
                         first_beat()
                         with m.If(staged):

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth import Module, Mux, Signal, unsigned
 from amaranth.lib import data
 
 from arch import cost, encoding
@@ -40,60 +40,48 @@ from rtl import record as R
 from rtl.hswish import Hardswish
 from rtl.requant import Requant, group_bits, table_depth
 from rtl.rmac_engine import COORD_BITS, RmacEngine
-from rtl.staged import Core, ScalarFetch, StagedExecutor, checked_start, odometer
+from rtl.staged import Core, RowRun, ScalarFetch, StagedExecutor, checked_start, odometer
 
 EPILOGUES = ("requant", "hswish")
 DW, PW = encoding.OPCODE_IDS["RMAC.DW"], encoding.OPCODE_IDS["RMAC.PW"]
 
 
 class _Gather:
-    """Builds one engine beat from the scratch a row per cycle (address out, row the next cycle):
-    the runs of bytes ``base + t*A + l*B + j``, ``j < nj``, for ``t < nt``, ``l < nl`` (nested in that
-    order) land in bytes ``(l*WS + j)*T + t`` of ``beat`` (the engine's element order for a row beat;
-    a weight beat is ``nl = nj = 1``). A run takes the rows it touches, one per cycle, each row's bytes
-    of the run placed at once. ``start(...)`` gives the statements that begin a beat; while the owner
+    """Builds one engine beat from the scratch a row per cycle (:class:`~rtl.staged.RowRun`): the runs
+    of bytes ``base + t*A + l*B + j``, ``j < nj``, for ``t < nt``, ``l < nl`` (nested in that order)
+    land in bytes ``(l*WS + j)*T + t`` of ``beat`` (the engine's element order for a row beat; a weight
+    beat is ``nl = nj = 1``). ``start(...)`` gives the statements that begin a beat; while the owner
     holds ``active`` the rows' addresses go out on ``addr``; ``last`` marks the final one, and the beat
     is complete once ``pending`` (the row in flight) is low."""
 
     def __init__(self, m: Module, cfg, abits: int, rword, word_bytes: int):
         S, T, L = cfg.rmac_rows, cfg.rmac_cols, cfg.replicas
         WS = cost.rmac_segment_width(cfg)
-        RB = self.rb = word_bytes
         self.m = m
+        self.run = run = RowRun(m, abits, rword, word_bytes, WS)
         self.beat = Signal(data.ArrayLayout(unsigned(8), L * WS * T))
-        self.active, self.last, self.pending = Signal(), Signal(), Signal()
-        self.addr = Signal(abits)
+        self.active, self.last, self.pending, self.addr = run.active, Signal(), run.pending, run.addr
         self.a, self.b = Signal(abits), Signal(abits)
-        self.n = [Signal(range(T + 1)), Signal(range(L + 1)), Signal(range(WS + 1))]
+        self.n = [Signal(range(T + 1)), Signal(range(L + 1))]
         self.i = [Signal(range(T + 1)), Signal(range(L + 1))]
-        self.tptr, self.ptr = Signal(abits), Signal(abits)     # base + t*A, base + t*A + l*B
-        self.row = Signal(abits)                                 # the row being read (a multiple of RB)
-        (nt, nl, nj), (t, l) = self.n, self.i
-        run_end = self.row == ((self.ptr + nj - 1) & ~(RB - 1))[:abits]
-        m.d.comb += [self.addr.eq(self.row),
-                     self.last.eq(self.active & (t == nt - 1) & (l == nl - 1) & run_end)]
-        j0, pl, pt = Signal(signed(16)), Signal(range(L + 1)), Signal(range(T + 1))
-        m.d.sync += self.pending.eq(self.active)
-        with m.If(self.active):
-            m.d.sync += [j0.eq((self.row - self.ptr)[:abits].as_signed()), pl.eq(l), pt.eq(t)]   # (mod the scratch)
-            with m.If(run_end):
-                nptr = Mux(l == nl - 1, self.tptr + self.a, self.ptr + self.b)[:abits]
+        self.tptr = Signal(abits)                                # base + t*A
+        (nt, nl), (t, l) = self.n, self.i
+        m.d.comb += self.last.eq(run.active & (t == nt - 1) & (l == nl - 1) & run.end)
+        pl, pt = Signal(range(L + 1)), Signal(range(T + 1))      # the run of the row in flight
+        with m.If(run.active):
+            m.d.sync += [pl.eq(l), pt.eq(t)]
+            with m.If(run.end):
                 odometer(m, [(l, nl), (t, nt)])
-                m.d.sync += [self.ptr.eq(nptr), self.row.eq(nptr & ~(RB - 1))]
+                m.d.sync += run.begin(Mux(l == nl - 1, self.tptr + self.a, run.ptr + self.b)[:abits], run.n)
                 with m.If(l == nl - 1):
                     m.d.sync += self.tptr.eq(self.tptr + self.a)
-            with m.Else():
-                m.d.sync += self.row.eq(self.row + RB)
-        with m.If(self.pending):                                  # the row's bytes of the run, in place
-            for q in range(RB):
-                j = j0 + q
-                with m.If((j >= 0) & (j < nj)):
-                    m.d.sync += self.beat[(pl * WS + j[:8]) * T + pt].eq(rword.word_select(q, 8))
+        for q, belongs, j, byte in run.place():
+            with m.If(belongs):
+                m.d.sync += self.beat[(pl * WS + j[:8]) * T + pt].eq(byte)
 
     def start(self, base, a, b, nt, nl, nj) -> list:
-        return [self.a.eq(a), self.b.eq(b), *(s.eq(0) for s in self.i), self.tptr.eq(base), self.ptr.eq(base),
-                self.row.eq(base & ~(self.rb - 1)),
-                *(s.eq(v) for s, v in zip(self.n, (nt, nl, nj)))]
+        return [self.a.eq(a), self.b.eq(b), *(s.eq(0) for s in self.i), self.tptr.eq(base),
+                *self.run.begin(base, nj), *(s.eq(v) for s, v in zip(self.n, (nt, nl)))]
 
 
 class RmacCore(Core):

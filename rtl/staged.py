@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from amaranth import Cat, Const, Elaboratable, Module, Mux, ResetInserter, Signal, unsigned
+from amaranth import Cat, Const, Elaboratable, Module, Mux, ResetInserter, Signal, signed, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -436,6 +436,43 @@ class ScalarFetch(wiring.Component):
                     with m.If(running):
                         m.d.sync += raw[name].word_select(b, 8).eq(self.rdata)
         return m
+
+
+class RowRun:
+    """Reads a run of consecutive scratch bytes a row per cycle (a core's reading helper).
+
+    ``begin(addr, n)`` (statements for the owner's ``sync``) points it at ``n`` bytes from ``addr``;
+    while the owner holds ``active`` the rows touched go out on ``addr`` one per cycle, ``end`` marks
+    the run's last row (the owner then begins the next run or drops ``active``). A cycle later, with
+    ``pending``, the row is on ``rword``; :meth:`place` gives, for each of its bytes, whether it
+    belongs to the run and its index ``j`` in it, for the owner to put where the byte goes."""
+
+    def __init__(self, m: Module, abits: int, rword, row_bytes: int, max_len: int):
+        RB = self.rb = row_bytes
+        self.m, self.abits, self.rword = m, abits, rword
+        self.active, self.end, self.pending = Signal(), Signal(), Signal()
+        self.addr = Signal(abits)
+        self.ptr, self.row = Signal(abits), Signal(abits)
+        self.n = Signal(range(max_len + 1))
+        self._j0 = Signal(signed(max(16, (max_len + RB).bit_length() + 1)))
+        self._n = Signal(range(max_len + 1))
+        m.d.comb += [self.addr.eq(self.row),
+                     self.end.eq(self.row == ((self.ptr + self.n - 1) & ~(RB - 1))[:abits])]
+        m.d.sync += self.pending.eq(self.active)
+        with m.If(self.active):
+            # the row's first byte relative to the run (mod the scratch: a run may wrap past its end)
+            m.d.sync += [self._j0.eq((self.row - self.ptr)[:abits].as_signed()), self._n.eq(self.n)]
+            with m.If(~self.end):
+                m.d.sync += self.row.eq(self.row + RB)
+
+    def begin(self, addr, n) -> list:
+        return [self.ptr.eq(addr), self.row.eq(addr & ~(self.rb - 1)), self.n.eq(n)]
+
+    def place(self):
+        """``(q, belongs, j, byte)`` for each byte ``q`` of the row on ``rword`` (valid with ``pending``)."""
+        for q in range(self.rb):
+            j = self._j0 + q
+            yield q, self.pending & (j >= 0) & (j < self._n), j, self.rword.word_select(q, 8)
 
 
 # --- helpers of the cores -------------------------------------------------------------------------

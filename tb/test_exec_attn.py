@@ -15,8 +15,8 @@ import struct
 
 import numpy as np
 import pytest
-from amaranth import Elaboratable, Module
-from amaranth.lib import memory
+from amaranth import Cat, Const, Elaboratable, Module, Mux, Signal
+from amaranth.lib import data, memory
 from amaranth.sim import Simulator
 
 from arch import encoding
@@ -130,7 +130,8 @@ def scratch_layout(prog, op) -> tuple[list[int], int, list[int]]:
 
 
 class _Harness(Elaboratable):
-    """A core with a byte-wide scratch (read data the cycle after the address), as rtl/staged.py."""
+    """A core on a scratch of bus-word rows as rtl/staged.py gives it: read data the cycle after the
+    address (the byte on ``rdata``, its row on ``rword``), byte writes."""
 
     def __init__(self, core, init):
         self.core, self.init = core, init
@@ -138,12 +139,23 @@ class _Harness(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         m.submodules.core = core = self.core
-        m.submodules.scratch = mem = memory.Memory(shape=8, depth=len(self.init), init=self.init)
-        rp, wp = mem.read_port(), mem.write_port()
-        m.d.comb += [rp.addr.eq(core.raddr), core.rdata.eq(rp.data),
-                     wp.addr.eq(core.waddr), wp.data.eq(core.wdata), wp.en.eq(core.wen)]
+        B = core.word_bytes
+        lb = B.bit_length() - 1
+        rows = [[int(v) for v in self.init[r:r + B]] for r in range(0, len(self.init), B)]
+        m.submodules.scratch = mem = memory.Memory(shape=data.ArrayLayout(8, B), depth=len(rows), init=rows)
+        rp, wp = mem.read_port(), mem.write_port(granularity=1)
+        lane = Signal(lb)
+        m.d.sync += lane.eq(core.raddr[:lb])
+        m.d.comb += [rp.addr.eq(core.raddr >> lb), core.rdata.eq(rp.data.as_value().word_select(lane, 8)),
+                     core.rword.eq(rp.data.as_value()),
+                     wp.addr.eq(core.waddr >> lb), wp.data.eq(Cat(*([core.wdata] * B))),
+                     wp.en.eq(Mux(core.wen, Const(1, B) << core.waddr[:lb], 0))]
         self.mem = mem
         return m
+
+    def byte(self, ctx, addr: int) -> int:
+        B = self.core.word_bytes
+        return ctx.get(self.mem.data[addr // B][addr % B])
 
 
 def run_core(core_cls, case, cfg=CFG, patch_record=None, max_cycles: int = 200_000):
@@ -153,7 +165,10 @@ def run_core(core_cls, case, cfg=CFG, patch_record=None, max_cycles: int = 200_0
     from rtl.staged import scratch_depth
     prog, op, before, after = case
     ins, p_off, outs = scratch_layout(prog, op)
+    r = regions(prog, op)
     init = np.zeros(scratch_depth(cfg), np.uint8)
+    if op.weight_bytes:
+        init[r["weights"]:r["weights"] + op.weight_bytes] = before[op.weights:op.weights + op.weight_bytes]
     for off, t in zip(ins, op.inputs):
         tt = prog.tensors[t]
         init[off:off + tt.bytes] = before[tt.addr:tt.addr + tt.bytes]
@@ -184,6 +199,8 @@ def run_core(core_cls, case, cfg=CFG, patch_record=None, max_cycles: int = 200_0
         for i, v in enumerate(ins):
             ctx.set(core.in_off[i], v)
         ctx.set(core.p_off, p_off)
+        ctx.set(core.w_off, r["weights"])
+        ctx.set(core.free_off, r["free"])
         for i, v in enumerate(outs):
             ctx.set(core.out_off[i], v)
         ctx.set(core.go, 1)
@@ -196,7 +213,7 @@ def run_core(core_cls, case, cfg=CFG, patch_record=None, max_cycles: int = 200_0
             if ctx.get(core.done):
                 await ctx.tick()
                 result.update(error=None, cycles=cyc, got=[
-                    np.array([ctx.get(h.mem.data[off + i]) for i in range(lo, hi)], np.uint8)
+                    np.array([h.byte(ctx, off + i) for i in range(lo, hi)], np.uint8)
                     for off, _, lo, hi in spans])
                 return
             await ctx.tick()
