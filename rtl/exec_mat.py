@@ -4,9 +4,10 @@ The core does in hardware what rtl/mat_schedule.py plans on the host. The operat
 channels ``[oc0, oc1)`` are cut into tiles of at most ``M = mat_lanes`` channels that never straddle
 a convolution group (grouped 1x1 convs: a tile's lanes share their input channels). Per tile it
 
-1. reads each lane's parameters (folded bias; the epilogue's ``M``/``n``/``z_out``, for ``hswish``
-   the pre-activation requant and the knee) from the parameter block
-   (:class:`~rtl.staged.ScalarFetch`) and writes the epilogue units' table row 0;
+1. reads its lanes' parameters (folded bias; the epilogue's ``M``/``n``/``z_out``, for ``hswish``
+   the pre-activation requant and the knee) from the parameter block, each field of the ``M``
+   lanes one run of its table (:class:`~rtl.staged.RowRun`), and writes the epilogue units' table
+   row 0;
 2. sends the engine one command (``chunks = ceil(K / N)`` words of the ``K = cin/groups * k * k``
    taps, every pixel group of ``L = replicas`` output pixels, ``load = 1``, the lanes' biases), the
    ``chunks`` weight beats (lane ``m``, tap ``c N + n``: byte ``w_off + (ch + m) K + c N + n`` of the
@@ -20,10 +21,14 @@ a convolution group (grouped 1x1 convs: a tile's lanes share their input channel
    ``[pre_lo, pre_hi]``, then :class:`~rtl.hswish.Hardswish`), and writes each lane's code at
    ``out_off[0] + ((oc0 + ch) * plane + pixel) * bytes`` (little-endian; 2 bytes for logits).
 
-A tile starts once the one before it is written (its table row is then free). Every beat is
-gathered byte by byte through the scratch read port (address registered, data two cycles later),
-then handed over: correctness first, one byte per cycle. ``MAT.LINEAR`` is the 1x1 case on a 1x1
-map. Geometries the core cannot run stop the operation with BAD_GEOMETRY before anything is
+A tile starts once the one before it is written (its table row is then free). A weight beat is
+``M`` runs of ``N`` taps, read a scratch row per cycle. The input beats (an im2col: padding,
+strides and the ``z_x`` substitution) are gathered byte by byte through the scratch read port
+(address registered, data two cycles later), but once per conv group, not once per tile: before a
+group's first tile they are written in beat order, each on whole scratch rows, into the free scratch
+past the operation's regions, and every tile streams them from there at a row per cycle (one beat per
+cycle when ``L N`` bytes fit a row). When they do not fit (:func:`stages_inputs` is the Python
+mirror), each tile gathers its own. ``MAT.LINEAR`` is the 1x1 case on a 1x1 map. Geometries the core cannot run stop the operation with BAD_GEOMETRY before anything is
 computed (:func:`geometry_ok` is the Python mirror of the check).
 """
 from __future__ import annotations
