@@ -58,7 +58,11 @@ class _Gather:
         S, T, L = cfg.rmac_rows, cfg.rmac_cols, cfg.replicas
         WS = cost.rmac_segment_width(cfg)
         self.m = m
-        self.run = run = RowRun(m, abits, rword, word_bytes, WS)
+        # ``split`` (rmac_rows a power of two): one run of L*S bytes is the L segments of S bytes, byte
+        # j at (j // S, j % S) -- a pointwise row beat's L replicas' pixels, consecutive in the input
+        self.split_ok = S & (S - 1) == 0
+        self.split = Signal()
+        self.run = run = RowRun(m, abits, rword, word_bytes, max(WS, L * S))
         self.beat = Signal(data.ArrayLayout(unsigned(8), L * WS * T))
         self.active, self.last, self.pending, self.addr = run.active, Signal(), run.pending, run.addr
         self.a, self.b = Signal(abits), Signal(abits)
@@ -75,12 +79,17 @@ class _Gather:
                 m.d.sync += run.begin(Mux(l == nl - 1, self.tptr + self.a, run.ptr + self.b)[:abits], run.n)
                 with m.If(l == nl - 1):
                     m.d.sync += self.tptr.eq(self.tptr + self.a)
+        jb = max(WS, L * S).bit_length()
         for q, belongs, j, byte in run.place():
             with m.If(belongs):
-                m.d.sync += self.beat[(pl * WS + j[:8]) * T + pt].eq(byte)
+                at = (pl * WS + j[:jb]) * T + pt
+                if self.split_ok:
+                    lg = S.bit_length() - 1
+                    at = Mux(self.split, ((j[:jb] >> lg) * WS + (j[:jb] & (S - 1))) * T, at)
+                m.d.sync += self.beat[at].eq(byte)
 
-    def start(self, base, a, b, nt, nl, nj) -> list:
-        return [self.a.eq(a), self.b.eq(b), *(s.eq(0) for s in self.i), self.tptr.eq(base),
+    def start(self, base, a, b, nt, nl, nj, split=False) -> list:
+        return [self.a.eq(a), self.b.eq(b), *(s.eq(0) for s in self.i), self.tptr.eq(base), self.split.eq(split),
                 *self.run.begin(base, nj), *(s.eq(v) for s, v in zip(self.n, (nt, nl)))]
 
 
@@ -222,10 +231,18 @@ class RmacCore(Core):
         m.d.comb += eng.cmd.payload.eq(cmd)
         for e in range(L * WS * T):
             m.d.comb += eng.x.payload[e].eq(gat.beat[e])
+        # weights: a block of up to WS taps of the T channels is T runs (channel t's taps are consecutive
+        # bytes of its filter), gathered at once into the beat register as [tap][channel]; the block's
+        # weight beats are then handed over one per cycle
+        wj = Signal(range(WS + 1))                                # the block's tap being handed over
         for e in range(T):
-            m.d.comb += eng.wt.payload[e].eq(gat.beat[e])
+            m.d.comb += eng.wt.payload[e].eq(gat.beat.as_value().word_select(wj * T + e, 8))
 
-        tap = Signal(range(depth + 1))
+        tap = Signal(range(depth + 1))                            # the block's first tap
+
+        def weight_block(first):
+            left = taps - first
+            return gat.start((wptr + first)[:ab], taps, 0, T, 1, Mux(left < WS, left, WS))
         a, b, q = Signal(16), Signal(12), Signal(range(depth + 1))   # row group, segment, ky / input channel
         wptr = Signal(ab)                                         # the group's weights
         dw_base = (self.in_off[0] + (d.oc0 + c0) * d.plane + (a * (L * d.stride) - d.pad + q) * d.w
@@ -264,7 +281,7 @@ class RmacCore(Core):
             with m.State("CMD"):
                 m.d.comb += [self.busy.eq(1), eng.cmd.valid.eq(1)]
                 with m.If(eng.cmd.ready):
-                    m.d.sync += gat.start(wptr, taps, 0, T, 1, 1)
+                    m.d.sync += [*weight_block(0), wj.eq(0)]
                     m.next = "WT_GATHER"
             with m.State("WT_GATHER"):                            # tap ``tap`` of the T channels
                 m.d.comb += [self.busy.eq(1), gat.active.eq(1), self.raddr.eq(gat.addr)]
@@ -273,16 +290,21 @@ class RmacCore(Core):
             with m.State("WT_BEAT"):
                 m.d.comb += [self.busy.eq(1), eng.wt.valid.eq(~gat.pending)]
                 with m.If(~gat.pending & eng.wt.ready):
-                    m.d.sync += tap.eq(tap + 1)
-                    with m.If(tap == taps - 1):
-                        m.next = "X_START"
-                    with m.Else():
-                        m.d.sync += gat.start((wptr + tap + 1)[:ab], taps, 0, T, 1, 1)
-                        m.next = "WT_GATHER"
+                    m.d.sync += wj.eq(wj + 1)
+                    with m.If(wj == gat.run.n - 1):               # the block's last tap
+                        m.d.sync += [tap.eq(tap + gat.run.n), wj.eq(0)]
+                        with m.If(tap + gat.run.n == taps):
+                            m.next = "X_START"
+                        with m.Else():
+                            m.d.sync += weight_block(tap + gat.run.n)
+                            m.next = "WT_GATHER"
             with m.State("X_START"):
                 m.d.comb += self.busy.eq(1)
                 with m.If(d.is_pw):                               # pixel s of input channel q at position s
-                    m.d.sync += gat.start(pw_base[:ab], 0, S, 1, L, S)
+                    if gat.split_ok:                              # the L*S pixels are consecutive: one run
+                        m.d.sync += gat.start(pw_base[:ab], 0, 0, 1, 1, L * S, split=True)
+                    else:
+                        m.d.sync += gat.start(pw_base[:ab], 0, S, 1, L, S)
                 with m.Else():                                    # input row (oy*stride - pad + ky) of T channels
                     m.d.sync += gat.start(dw_base[:ab], d.plane[:ab], (d.stride * d.w)[:ab], T, L, WS)
                 m.next = "X_GATHER"
