@@ -64,6 +64,11 @@ class _Gather:
         self.split = Signal()
         self.run = run = RowRun(m, abits, rword, word_bytes, max(WS, L * S))
         self.beat = Signal(data.ArrayLayout(unsigned(8), L * WS * T))
+        # ``view``: the beat with the row in flight already in place (what the engine is handed: a beat
+        # is complete in the cycle its last row lands)
+        self.view = Signal(data.ArrayLayout(unsigned(8), L * WS * T))
+        m.d.comb += self.view.eq(self.beat)
+        m.d.sync += self.beat.eq(self.view)
         self.active, self.last, self.pending, self.addr = run.active, Signal(), run.pending, run.addr
         self.a, self.b = Signal(abits), Signal(abits)
         self.n = [Signal(range(T + 1)), Signal(range(L + 1))]
@@ -86,7 +91,7 @@ class _Gather:
                 if self.split_ok:
                     lg = S.bit_length() - 1
                     at = Mux(self.split, ((j[:jb] >> lg) * WS + (j[:jb] & (S - 1))) * T, at)
-                m.d.sync += self.beat[at].eq(byte)
+                m.d.comb += self.view[at].eq(byte)
 
     def start(self, base, a, b, nt, nl, nj, split=False) -> list:
         return [self.a.eq(a), self.b.eq(b), *(s.eq(0) for s in self.i), self.tptr.eq(base), self.split.eq(split),
@@ -230,13 +235,13 @@ class RmacCore(Core):
         cmd = Signal(RmacEngine.cmd_layout(cfg))
         m.d.comb += eng.cmd.payload.eq(cmd)
         for e in range(L * WS * T):
-            m.d.comb += eng.x.payload[e].eq(gat.beat[e])
+            m.d.comb += eng.x.payload[e].eq(gat.view[e])
         # weights: a block of up to WS taps of the T channels is T runs (channel t's taps are consecutive
         # bytes of its filter), gathered at once into the beat register as [tap][channel]; the block's
         # weight beats are then handed over one per cycle
         wj = Signal(range(WS + 1))                                # the block's tap being handed over
         for e in range(T):
-            m.d.comb += eng.wt.payload[e].eq(gat.beat.as_value().word_select(wj * T + e, 8))
+            m.d.comb += eng.wt.payload[e].eq(gat.view.as_value().word_select(wj * T + e, 8))
 
         tap = Signal(range(depth + 1))                            # the block's first tap
 
@@ -248,6 +253,19 @@ class RmacCore(Core):
         dw_base = (self.in_off[0] + (d.oc0 + c0) * d.plane + (a * (L * d.stride) - d.pad + q) * d.w
                    + b * (S * d.stride) - d.pad)
         pw_base = self.in_off[0] + q * d.plane + a * (S * L)
+
+        xlast = Signal()                                          # the row beat being gathered is the group's last
+
+        def launch_x():
+            """Start gathering row beat (a, b, q) and step (a, b, q) to the next one."""
+            with m.If(d.is_pw):                                   # pixel s of input channel q at position s
+                if gat.split_ok:                                  # the L*S pixels are consecutive: one run
+                    m.d.sync += gat.start(pw_base[:ab], 0, 0, 1, 1, L * S, split=True)
+                else:
+                    m.d.sync += gat.start(pw_base[:ab], 0, S, 1, L, S)
+            with m.Else():                                        # input row (oy*stride - pad + ky) of T channels
+                m.d.sync += gat.start(dw_base[:ab], d.plane[:ab], (d.stride * d.w)[:ab], T, L, WS)
+            m.d.sync += xlast.eq(odometer(m, [(q, kk), (b, xsegs), (a, rows)])[-1])
 
         with m.FSM():
             with checked_start(m, self, ok, "FETCH"):
@@ -288,8 +306,8 @@ class RmacCore(Core):
                 with m.If(gat.last):
                     m.next = "WT_BEAT"
             with m.State("WT_BEAT"):
-                m.d.comb += [self.busy.eq(1), eng.wt.valid.eq(~gat.pending)]
-                with m.If(~gat.pending & eng.wt.ready):
+                m.d.comb += [self.busy.eq(1), eng.wt.valid.eq(1)]
+                with m.If(eng.wt.ready):
                     m.d.sync += wj.eq(wj + 1)
                     with m.If(wj == gat.run.n - 1):               # the block's last tap
                         m.d.sync += [tap.eq(tap + gat.run.n), wj.eq(0)]
@@ -298,29 +316,25 @@ class RmacCore(Core):
                         with m.Else():
                             m.d.sync += weight_block(tap + gat.run.n)
                             m.next = "WT_GATHER"
-            with m.State("X_START"):
+            with m.State("X_START"):                              # the group's first row beat
                 m.d.comb += self.busy.eq(1)
-                with m.If(d.is_pw):                               # pixel s of input channel q at position s
-                    if gat.split_ok:                              # the L*S pixels are consecutive: one run
-                        m.d.sync += gat.start(pw_base[:ab], 0, 0, 1, 1, L * S, split=True)
-                    else:
-                        m.d.sync += gat.start(pw_base[:ab], 0, S, 1, L, S)
-                with m.Else():                                    # input row (oy*stride - pad + ky) of T channels
-                    m.d.sync += gat.start(dw_base[:ab], d.plane[:ab], (d.stride * d.w)[:ab], T, L, WS)
+                launch_x()
                 m.next = "X_GATHER"
             with m.State("X_GATHER"):
                 m.d.comb += [self.busy.eq(1), gat.active.eq(1), self.raddr.eq(gat.addr)]
                 with m.If(gat.last):
                     m.next = "X_BEAT"
             with m.State("X_BEAT"):
-                m.d.comb += [self.busy.eq(1), eng.x.valid.eq(~gat.pending)]
-                with m.If(~gat.pending & eng.x.ready):
-                    m.next = "X_START"
-                    with m.If(odometer(m, [(q, kk), (b, xsegs), (a, rows)])[-1]):    # the group is fed
+                m.d.comb += [self.busy.eq(1), eng.x.valid.eq(1)]
+                with m.If(eng.x.ready):
+                    with m.If(xlast):                             # the group is fed
                         m.d.sync += [c0.eq(c0 + T), t.eq(0), wptr.eq(wptr + taps * T)]
                         m.next = "FETCH"
                         with m.If(c0 + T >= d.C):
                             m.next = "DRAIN"
+                    with m.Else():                                # the next row beat, at once
+                        launch_x()
+                        m.next = "X_GATHER"
             with m.State("DRAIN"):                                # the epilogue's last codes
                 m.d.comb += self.busy.eq(1)
                 with m.If(written == total):
