@@ -125,11 +125,11 @@ def op_profile(prog, samples, total: int, every: int) -> dict:
         for j in range(prev_d, d):
             ends.append(prev_c + (c - prev_c) * (j - prev_d + 1) / (d - prev_d))
         prev_c, prev_d = max(prev_c, c), max(prev_d, d)
-    ends = [total if i == len(prog.ops) - 1 else e for i, e in enumerate(ends)]
+    ends = [total if i == len(prog.ops) - 1 else round(e) for i, e in enumerate(ends)]
     priced = {o["index"]: o["cycles"] for o in price(prog)["ops"]}
-    ops, start = [], 0.0
+    ops, start = [], 0
     for op, end in zip(prog.ops, ends):
-        ops.append({"index": op.index, "opcode": op.opcode, "node": op.node, "cycles": round(end - start),
+        ops.append({"index": op.index, "opcode": op.opcode, "node": op.node, "cycles": end - start,
                     "pysim": int(priced.get(op.index, 0))})
         start = end
     by = {}

@@ -45,3 +45,26 @@ def test_whole_network_at_the_papers_engine_shape():
     r = run_network(tiny_ir(), images(1)[0], PAPER_SHAPE, case="network-paper-r2", pauses=0.2, seed=11)
     assert r["bit_exact"], r["first_difference"]
     assert r["layers"] == r["ops"], r
+
+
+def test_profile_spreads_each_interval_over_the_operations_that_ended_in_it():
+    """tb/run_network.py's ``op_profile``: samples ``[CYCLES, OPS_DONE]`` every N cycles become per-operation
+    cycles that add up to the run's total, with pysim's price of each operation beside them."""
+    from arch.config import PRESETS
+    from tb import replay
+    from tb.run_network import op_profile, profile_table
+    from tests.test_golden_model import tiny_ir
+    prog, _, _ = replay.dram_program(tiny_ir(), PRESETS["tiny"])
+    n = len(prog.ops)
+    # op 0 ends in the first interval, ops 1..3 in the second, the rest after the last sample
+    samples = [[100, 1], [200, 4], [300, 4]]
+    p = op_profile(prog, samples, 1000, 100)
+    cyc = [o["cycles"] for o in p["ops"]]
+    assert len(cyc) == n and sum(cyc) == 1000
+    assert cyc[0] == 100 and cyc[1:4] == [33, 34, 33]
+    assert cyc[4:] and sum(cyc[4:]) == 800
+    assert all(o["pysim"] > 0 for o in p["ops"] if o["opcode"] != "UNIT.POOL") and p["every"] == 100
+    by = p["by_opcode"]
+    assert sum(b["ops"] for b in by.values()) == n and sum(b["cycles"] for b in by.values()) == 1000
+    table = profile_table(p)
+    assert table.splitlines()[0].split()[:2] == ["opcode", "ops"] and "within 100 cycles" in table
