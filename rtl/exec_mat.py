@@ -43,7 +43,7 @@ from rtl import record as R
 from rtl.hswish import Hardswish
 from rtl.mat_engine import MatEngine
 from rtl.requant import Requant
-from rtl.staged import Core, RowRun, StagedExecutor, checked_start, regions, scratch_depth
+from rtl.staged import Core, RowRun, RowWrite, StagedExecutor, checked_start, regions, scratch_depth
 
 EPILOGUES = ("requant", "hswish", "logits")
 LINEAR = encoding.OPCODE_IDS["MAT.LINEAR"]
@@ -297,24 +297,69 @@ class MatCore(Core):
         with m.Else():
             m.d.comb += [res_valid.eq(rq.o.valid), res_tag.eq(rq.o.payload.tag), rq.o.ready.eq(res_ready),
                          res_q.eq(rq.o.payload.q)]
-        wl, wb = Signal(range(M + 1)), Signal(2)                  # lane, byte being written
+        # results are collected a pixel group (L pixels) at a time, two groups deep; a full group is
+        # written lane by lane, each lane's L codes one run of consecutive bytes (RowWrite)
+        cbuf = [Signal(data.ArrayLayout(signed(ob), L * M), name=f"cbuf{i}") for i in range(2)]
+        cfull = [Signal(name=f"cfull{i}") for i in range(2)]
+        cfirst = [Signal(32, name=f"cfirst{i}") for i in range(2)]      # the group's first pixel
+        ccount = [Signal(range(L + 1), name=f"ccount{i}") for i in range(2)]
+        cb, cl = Signal(), Signal(range(L + 1))                   # the bank collecting, its next slot
+        wbk = Signal()                                            # the bank being written
+        wl = Signal(range(M + 1))                                 # its lane being written
         lofs = Signal(32)                                         # wl * pstep
         tile_done = Signal()
-        m.d.comb += [self.waddr.eq(wrap(otile + lofs + res_tag * oeb + wb)),
-                     self.wdata.eq(res_q.as_value().word_select(wl, ob).word_select(wb, 8)),
-                     self.wen.eq(res_valid & (wl < lanes))]
+        owr = RowWrite(m, ab, B, 2 * L)
+        with m.Switch(cb):
+            for i in range(2):
+                with m.Case(i):
+                    m.d.comb += res_ready.eq(~cfull[i])
+        with m.If(res_valid & res_ready):
+            last_px = (cl == L - 1) | (res_tag == P - 1)
+            for i in range(2):
+                with m.If(cb == i):
+                    for l in range(L):
+                        with m.If(cl == l):
+                            m.d.sync += [cbuf[i][l * M + j].eq(res_q[j]) for j in range(M)]
+                    with m.If(cl == 0):
+                        m.d.sync += cfirst[i].eq(res_tag)
+                    with m.If(last_px):
+                        m.d.sync += [cfull[i].eq(1), ccount[i].eq(cl + 1)]
+            m.d.sync += cl.eq(Mux(last_px, 0, cl + 1))
+            with m.If(last_px):
+                m.d.sync += cb.eq(~cb)
+
+        def begin_lane(i, lane, lofs_v):
+            """Bank i's codes of ``lane`` as one run (pixel by pixel, little-endian ``oeb`` bytes each)."""
+            codes = [cbuf[i][l * M + lane] for l in range(L)]
+            run = Mux(oeb == 2, Cat(*(c[:16] for c in codes)), Cat(*(c[:8] for c in codes)))
+            return owr.begin(wrap(otile + lofs_v + cfirst[i] * oeb), ccount[i] * oeb, run)
+
+        wfull = Mux(wbk, cfull[1], cfull[0])
+        wstart = Signal()                                         # a lane's run is being written
+        m.d.comb += [owr.active.eq(wstart), self.waddr.eq(owr.addr), self.wrow.eq(owr.row),
+                     self.wmask.eq(Mux(wstart, owr.mask, 0))]
+        with m.If(wfull & ~wstart):                               # the group's first lane
+            for i in range(2):
+                with m.If(wbk == i):
+                    m.d.sync += begin_lane(i, 0, 0)
+            m.d.sync += [wstart.eq(1), wl.eq(0), lofs.eq(0)]
+        with m.If(wstart & owr.end):
+            with m.If(wl == lanes - 1):                           # the group is written
+                m.d.sync += [wstart.eq(0), wbk.eq(~wbk), wl.eq(0), lofs.eq(0)]
+                for i in range(2):
+                    with m.If(wbk == i):
+                        m.d.sync += cfull[i].eq(0)
+                        with m.If(cfirst[i] + ccount[i] == P):
+                            m.d.sync += tile_done.eq(1)
+                        with m.If(cfull[1 - i]):                  # the other group is waiting: its first lane
+                            m.d.sync += [*begin_lane(1 - i, 0, 0), wstart.eq(1)]
+            with m.Else():                                        # the next lane, at once
+                for i in range(2):
+                    with m.If(wbk == i):
+                        m.d.sync += begin_lane(i, wl + 1, lofs + pstep)
+                m.d.sync += [wl.eq(wl + 1), lofs.eq(lofs + pstep)]
         with m.If(pre):                                           # the pre-pass writes the gathered bytes
             m.d.comb += [self.waddr.eq(wrap(xw + idx2)), self.wdata.eq(Mux(z2, 0, self.rdata)), self.wen.eq(v2)]
-        with m.If(res_valid):
-            with m.If(wb != oeb - 1):
-                m.d.sync += wb.eq(wb + 1)
-            with m.Elif(wl != lanes - 1):
-                m.d.sync += [wb.eq(0), wl.eq(wl + 1), lofs.eq(lofs + pstep)]
-            with m.Else():
-                m.d.comb += res_ready.eq(1)
-                m.d.sync += [wb.eq(0), wl.eq(0), lofs.eq(0)]
-                with m.If(res_tag == P - 1):
-                    m.d.sync += tile_done.eq(1)
 
         def next_beat():
             """The next input beat (chunk, then pixel group); true at the tile's last one."""

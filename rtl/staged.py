@@ -68,7 +68,9 @@ def regions(prog, op) -> dict:
 def core_members(abits: int, word_bytes: int) -> dict:
     """A compute core's ports, as the core declares them. ``rdata`` is the byte at the address given the
     cycle before, ``rword`` the whole scratch row (``word_bytes`` bytes) holding it; ``free_off`` is
-    where the scratch past the operation's regions begins (a core may use it up to ``scratch_depth``)."""
+    where the scratch past the operation's regions begins (a core may use it up to ``scratch_depth``).
+    A write is the byte ``wdata`` at ``waddr`` (with ``wen``), or, when ``wmask`` has a bit set, the bytes
+    of ``wrow`` that ``wmask`` selects into the row holding ``waddr``."""
     return {
         "go": In(1), "done": Out(1), "error": Out(1), "error_code": Out(ERROR_CODE_BITS), "busy": Out(1),
         "record": In(RECORD_BITS),
@@ -76,6 +78,7 @@ def core_members(abits: int, word_bytes: int) -> dict:
         "out_off": In(data.ArrayLayout(abits, MAX_OUT)), "free_off": In(abits + 1),
         "raddr": Out(abits), "rdata": In(8), "rword": In(8 * word_bytes),
         "waddr": Out(abits), "wdata": Out(8), "wen": Out(1),
+        "wrow": Out(8 * word_bytes), "wmask": Out(word_bytes),
     }
 
 
@@ -144,6 +147,7 @@ class _Body(Elaboratable):
         for i, (ids, _) in enumerate(self.cores):
             m.d.comb += match[i].eq(1 if not ids else Cat(*(R.opcode(rec) == k for k in ids)).any())
         core_raddr, core_waddr, core_wdata, core_wen = Signal(ab), Signal(ab), Signal(8), Signal()
+        core_wrow, core_wmask = Signal(8 * B), Signal(B)
         core_done, core_err, core_code = Signal(), Signal(), Signal(ERROR_CODE_BITS)
         core_go = Signal()
         first = Signal(len(cores))
@@ -154,7 +158,8 @@ class _Body(Elaboratable):
             m.d.comb += c.go.eq(core_go & sel[i])
             with m.If(sel[i]):
                 m.d.comb += [core_raddr.eq(c.raddr), core_waddr.eq(c.waddr), core_wdata.eq(c.wdata),
-                             core_wen.eq(c.wen), core_done.eq(c.done), core_err.eq(c.error),
+                             core_wen.eq(c.wen), core_wrow.eq(c.wrow), core_wmask.eq(c.wmask),
+                             core_done.eq(c.done), core_err.eq(c.error),
                              core_code.eq(c.error_code)]
 
         # --- plan: the regions of the scratch ----------------------------------------------------
@@ -222,9 +227,10 @@ class _Body(Elaboratable):
         m.d.comb += [rp.en.eq(1), rp.addr.eq(raddr >> lb)]
         m.d.sync += lane.eq(raddr[:lb])
         with m.If(computing):
+            rowwise = core_wmask.any()
             m.d.comb += [raddr.eq(core_raddr), wp.addr.eq(core_waddr >> lb),
-                         wp.data.eq(Cat(*([core_wdata] * B))),
-                         wp.en.eq(Mux(core_wen, Const(1, B) << core_waddr[:lb], 0))]
+                         wp.data.eq(Mux(rowwise, core_wrow, Cat(*([core_wdata] * B)))),
+                         wp.en.eq(Mux(rowwise, core_wmask, Mux(core_wen, Const(1, B) << core_waddr[:lb], 0)))]
         with m.Else():
             m.d.comb += [raddr.eq(st_addr), wp.addr.eq(ld_addr >> lb), wp.data.eq(ld_data),
                          wp.en.eq(Mux(ld_en, (1 << B) - 1, 0))]
@@ -473,6 +479,35 @@ class RowRun:
         for q in range(self.rb):
             j = self._j0 + q
             yield q, self.pending & (j >= 0) & (j < self._n), j, self.rword.word_select(q, 8)
+
+
+class RowWrite:
+    """Writes a run of up to ``max_len`` bytes to the scratch a row per cycle (a core's writing helper).
+
+    ``begin(addr, n, data)`` (statements for the owner's ``sync``) takes ``n`` bytes (``data``, byte 0
+    first) for ``addr``; while the owner holds ``active``, ``addr`` / ``row`` / ``mask`` are the write of
+    each row touched (the owner puts them on ``waddr`` / ``wrow`` / ``wmask``), ``end`` marks the last."""
+
+    def __init__(self, m: Module, abits: int, row_bytes: int, max_len: int):
+        RB = row_bytes
+        lb = RB.bit_length() - 1
+        span = -(-(max_len + RB) // RB)                          # rows a run can touch, and one spare
+        self.active, self.end = Signal(), Signal()
+        self.addr, self.row, self.mask = Signal(abits), Signal(8 * RB), Signal(RB)
+        self.ptr, self.n, self.data = Signal(abits), Signal(range(max_len + 1)), Signal(8 * max_len)
+        k = Signal(range(span + 1))
+        off = self.ptr[:lb] if lb else Const(0, 1)
+        window, bytes_ = Signal(8 * RB * span), Signal(RB * span)
+        m.d.comb += [window.eq(self.data << (off * 8)), bytes_.eq(((Const(1, 1) << self.n) - 1) << off),
+                     self.addr.eq(((self.ptr & ~(RB - 1)) + k * RB)[:abits]),
+                     self.row.eq(window.word_select(k, 8 * RB)), self.mask.eq(bytes_.word_select(k, RB)),
+                     self.end.eq(k == (off + self.n - 1) >> lb)]
+        with m.If(self.active):
+            m.d.sync += k.eq(Mux(self.end, 0, k + 1))
+        self._k = k
+
+    def begin(self, addr, n, data) -> list:
+        return [self.ptr.eq(addr), self.n.eq(n), self.data.eq(data), self._k.eq(0)]
 
 
 # --- helpers of the cores -------------------------------------------------------------------------

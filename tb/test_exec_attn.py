@@ -148,8 +148,9 @@ class _Harness(Elaboratable):
         m.d.sync += lane.eq(core.raddr[:lb])
         m.d.comb += [rp.addr.eq(core.raddr >> lb), core.rdata.eq(rp.data.as_value().word_select(lane, 8)),
                      core.rword.eq(rp.data.as_value()),
-                     wp.addr.eq(core.waddr >> lb), wp.data.eq(Cat(*([core.wdata] * B))),
-                     wp.en.eq(Mux(core.wen, Const(1, B) << core.waddr[:lb], 0))]
+                     wp.addr.eq(core.waddr >> lb),
+                     wp.data.eq(Mux(core.wmask.any(), core.wrow, Cat(*([core.wdata] * B)))),
+                     wp.en.eq(Mux(core.wmask.any(), core.wmask, Mux(core.wen, Const(1, B) << core.waddr[:lb], 0)))]
         self.mem = mem
         return m
 
