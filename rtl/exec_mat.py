@@ -361,6 +361,33 @@ class MatCore(Core):
         with m.If(pre):                                           # the pre-pass writes the gathered bytes
             m.d.comb += [self.waddr.eq(wrap(xw + idx2)), self.wdata.eq(Mux(z2, 0, self.rdata)), self.wen.eq(v2)]
 
+        # --- the pointwise pre-pass: a transpose ------------------------------------------------------
+        # (1x1, stride 1, unpadded: a beat's taps are N input channels, its pixels L consecutive ones)
+        # per chunk and block of PB pixels: N runs of PB bytes (channel n's pixels) into tbuf, then the
+        # block's PB / L beats, each a fixed permutation of tbuf, written on whole rows
+        PB = L * max(1, B // L)
+        GB = PB // L                                              # beats per block
+        pw_pre = ~lin & (k == 1) & (stride == 1) & (pad == 0)   # (a linear: one pixel, the gather is cheaper)
+        trun = RowRun(m, ab, self.rword, B, PB)
+        tbuf = Signal(data.ArrayLayout(unsigned(8), N * PB))
+        tn, tn_d = Signal(range(N + 1)), Signal(range(N + 1))     # channel being read, the one in flight
+        tc = Signal(range(cfg.mat_wbuf_words + 1))                # chunk
+        tg = Signal(MAT_GROUPS_BITS + 1)                          # pixel group of the beat being written
+        ti, tr = Signal(range(GB + 1)), Signal(range(WB + 1))     # beat within the block, row within the beat
+        tcb, tblk, tch = Signal(32), Signal(32), Signal(32)       # channel tc N's first byte, the block's, channel n's
+        pbeat, cstride, nplane = Signal(32), Signal(32), Signal(32)
+        with m.If(trun.active):
+            m.d.sync += tn_d.eq(tn)
+        for q, belongs, j, byte in trun.place():
+            with m.If(belongs):
+                m.d.sync += tbuf[tn_d * PB + j[:max(1, PB.bit_length())]].eq(byte)
+        tbeat = Signal(8 * BW)
+        with m.Switch(ti):
+            for i in range(GB):
+                with m.Case(i):
+                    m.d.comb += tbeat.eq(Cat(*(Mux(((tc << logN) + n < K) & (tg * L + l < P), tbuf[n * PB + i * L + l], 0)
+                                               for l in range(L) for n in range(N))))
+
         def next_beat():
             """The next input beat (chunk, then pixel group); true at the tile's last one."""
             with m.If(xc == chunks - 1):
@@ -411,7 +438,7 @@ class MatCore(Core):
                 m.next = "FIT_NEED"
             with m.State("FIT_NEED"):
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += [xneed.eq(nbeats * BW), prepped.eq(0)]
+                m.d.sync += [xneed.eq(nbeats * BW), prepped.eq(0), cstride.eq(chunks * BW), nplane.eq(plane << logN)]
                 m.next = "FIT_CHECK"
             with m.State("FIT_CHECK"):
                 m.d.comb += self.busy.eq(1)
@@ -427,7 +454,13 @@ class MatCore(Core):
                 with m.Elif(ch >= C):
                     m.d.comb += self.done.eq(1)
                     m.next = "IDLE"
-                with m.Elif(staged & (~prepped | (prep_gbase != gbase))):   # the conv group's beats, once
+                with m.Elif(staged & (~prepped | (prep_gbase != gbase)) & pw_pre):   # the group's beats, once
+                    m.d.sync += [tc.eq(0), tg.eq(0), tn.eq(0), ti.eq(0), tr.eq(0), pbeat.eq(self.free_off),
+                                 tcb.eq(self.in_off[0] + gbase_off), tblk.eq(self.in_off[0] + gbase_off),
+                                 tch.eq(self.in_off[0] + gbase_off),
+                                 *trun.begin(wrap(self.in_off[0] + gbase_off), PB)]
+                    m.next = "PT_READ"
+                with m.Elif(staged & (~prepped | (prep_gbase != gbase))):
                     first_beat()
                     m.d.sync += [pre.eq(1), xw.eq(self.free_off)]
                     m.next = "X_GATHER"
@@ -481,6 +514,36 @@ class MatCore(Core):
                             m.next = "X_GATHER"
                     with m.Else():
                         m.next = "W_GATHER"
+            with m.State("PT_READ"):                              # channel tc N + tn of the block
+                m.d.comb += [self.busy.eq(1), trun.active.eq(1), self.raddr.eq(trun.addr)]
+                with m.If(trun.end):
+                    m.d.sync += [tn.eq(tn + 1), tch.eq(tch + plane), *trun.begin(wrap(tch + plane), PB)]
+                    with m.If(tn == N - 1):
+                        m.next = "PT_LAND"
+            with m.State("PT_LAND"):                              # the last row lands in tbuf
+                m.d.comb += self.busy.eq(1)
+                m.next = "PT_WRITE"
+            with m.State("PT_WRITE"):                             # row tr of beat ti of the block
+                m.d.comb += [self.busy.eq(1), self.waddr.eq(wrap(pbeat + tr * B)),
+                             self.wrow.eq(tbeat.word_select(tr, 8 * B)), self.wmask.eq((1 << B) - 1)]
+                m.d.sync += tr.eq(tr + 1)
+                with m.If(tr == WB - 1):
+                    m.d.sync += [tr.eq(0), ti.eq(ti + 1), tg.eq(tg + 1), pbeat.eq(pbeat + cstride)]
+                    block_done = (ti == GB - 1) | (tg == n_grp - 1)
+                    with m.If(block_done):
+                        m.d.sync += [ti.eq(0), tn.eq(0)]
+                        with m.If(tg == n_grp - 1):               # the chunk's last group: the next chunk
+                            nxt = tcb + nplane                    # the next chunk's first channel
+                            m.d.sync += [tc.eq(tc + 1), tg.eq(0), pbeat.eq(self.free_off + (tc + 1) * BW), tcb.eq(nxt),
+                                         tblk.eq(nxt), tch.eq(nxt), *trun.begin(wrap(nxt), PB)]
+                            with m.If(tc == chunks - 1):
+                                m.d.sync += [prepped.eq(1), prep_gbase.eq(gbase)]
+                                m.next = "TILE"
+                            with m.Else():
+                                m.next = "PT_READ"
+                        with m.Else():                            # the next block of the chunk
+                            m.d.sync += [tblk.eq(tblk + PB), tch.eq(tblk + PB), *trun.begin(wrap(tblk + PB), PB)]
+                            m.next = "PT_READ"
             with m.State("X_GATHER"):                             # chunk xc of pixel group xg
                 m.d.comb += [self.busy.eq(1), self.raddr.eq(a1)]
                 m.d.comb += [issue.eq(e < L * N), i_addr.eq(wrap(x_addr)), i_zero.eq(x_zero)]
