@@ -195,12 +195,17 @@ class MatCore(Core):
         wln, wl_d = Signal(range(M + 1)), Signal(range(M + 1))   # the lane being read, the one in flight
         with m.If(wrun.active):
             m.d.sync += wl_d.eq(wln)
+        # the weight beat, and its view with the row in flight in place: the engine takes a beat in the
+        # cycle its last row lands
+        wbeat, wview = Signal(8 * M * N), Signal(8 * M * N)
+        m.d.comb += wview.eq(wbeat)
+        m.d.sync += wbeat.eq(wview)
         for q, belongs, j, byte in wrun.place():
             with m.If(belongs):
                 keep = (wl_d < lanes) & (tw0 + j[:logN + 1] < K)
-                m.d.sync += beat.word_select(wl_d * N + j[:logN + 1], 8).eq(Mux(keep, byte, 0))
+                m.d.comb += wview.word_select(wl_d * N + j[:logN + 1], 8).eq(Mux(keep, byte, 0))
         for j in range(M * N):
-            m.d.comb += eng.w.payload[j].eq(beat.word_select(j, 8).as_signed())
+            m.d.comb += eng.w.payload[j].eq(wview.word_select(j, 8).as_signed())
 
         # inputs: a tap cursor T (tap t, input channel ci, ky, kx, toff = ci plane + ky W + kx) with
         # its copy T0 at the chunk's first tap, a pixel cursor P (p, oy, ox, iy0 = oy stride - pad,
@@ -498,7 +503,7 @@ class MatCore(Core):
                 m.d.comb += [self.busy.eq(1), wrun.active.eq(wln < M), self.raddr.eq(wrun.addr)]
                 with m.If(wrun.active & wrun.end):
                     m.d.sync += [wln.eq(wln + 1), wq.eq(wq + K), *wrun.begin(wrap(wq + K), N)]
-                with m.If((wln == M) & ~wrun.pending):
+                with m.If(wrun.active & wrun.end & (wln == M - 1)):    # the last lane's last row
                     m.next = "W_BEAT"
             with m.State("W_BEAT"):
                 m.d.comb += [self.busy.eq(1), eng.w.valid.eq(1)]
