@@ -62,7 +62,7 @@ sim: setup vectors
 	$(PY) -m tb.cycles_report
 	@if [ -f build/golden/proxy/quantized.pt ]; then \
 	  $(PY) -m tb.run_network --quantized build/golden/proxy/quantized.pt --preset small \
-	    --scratch-kib $(NETWORK_SCRATCH_KIB) --json build/sim/network_small.json \
+	    --scratch-kib $(NETWORK_SCRATCH_KIB) --profile 5000 --json build/sim/network_small.json \
 	    --image "$$(ls $(ASSETS_DIR)/data/imagenette/val/*/* | sort | head -1)"; \
 	else echo "no build/golden/proxy/quantized.pt (no assets): the whole-proxy RTL run is skipped"; fi
 

@@ -131,7 +131,7 @@ def rtl_report(ir: dict, image: Path) -> bool:
     pixels = load_image(image, RTL_RESOLUTION, float(ir["crop_ratio"]))
     print(f"\nthe RTL machine (Verilator; {image.name} at {RTL_RESOLUTION}x{RTL_RESOLUTION}, preset {RTL_PRESET}, "
           f"scratch {RTL_SCRATCH_KIB} KiB):", flush=True)
-    r = run_network(ir, pixels, cfg, case="demo", resolution=RTL_RESOLUTION)
+    r = run_network(ir, pixels, cfg, case="demo", resolution=RTL_RESOLUTION, profile=2000)
     print("  " + summary(r).replace("\n", "\n  "))
     paper = price(compile_ir(ir, PRESETS["paper"]))
     print(f"  pysim at the paper preset, {paper['resolution']}x{paper['resolution']}: {paper['fps']:.1f} FPS, "
