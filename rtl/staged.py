@@ -8,8 +8,9 @@
    parameters, then the outputs' regions;
 2. **compute**: the core of the record's opcode (a :class:`Core` subclass: an engine or an integer
    unit and the address generation that feeds it) reads the scratch through one read port (data the
-   cycle after the address: the byte addressed and its whole row) and writes it a byte at a time
-   through one write port (a byte enable); the scratch past the regions is the core's to use;
+   cycle after the address: the byte addressed and its whole row) and writes it through one write
+   port (a byte, or the bytes of a row under a mask); the scratch past the regions is the core's to
+   use (:class:`RowRun` and :class:`RowWrite` move runs of bytes a row per cycle);
 3. **store**: each output's computed slice is written back to DRAM, a bus word per beat: the
    channels ``[oc0, oc1)`` of the output (``out_offset + oc0 ..`` for ``MAT.ATTN_QKV``; both
    outputs whole for ``MAT.ATTN_KV``), so two operations that share an output tensor (a layer split
@@ -20,9 +21,9 @@
 One executor holds every core of the machine (rtl/executors.py): they share the scratch and the
 load / store sequencer, as they share the DMA. An operand that is not in DRAM (the compiler's
 ``on_chip=False`` placement puts every tensor there) or an operation whose regions exceed the scratch
-stops the program with BAD_GEOMETRY before any of it runs; an opcode with no core, BAD_OPCODE. This
-is the first, correctness-first form of the machine: the cores gather one byte per cycle, the phases
-do not overlap; the compute cores are where the throughput work goes.
+stops the program with BAD_GEOMETRY before any of it runs; an opcode with no core, BAD_OPCODE. The
+phases do not overlap; how fast the cores feed their engines sets the machine's pace
+(docs/machine.md).
 """
 from __future__ import annotations
 

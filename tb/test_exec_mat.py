@@ -24,9 +24,8 @@ def test_mat_executor_is_bit_exact():
 
 
 # A 32-bit bus (4-byte scratch rows) under 8 multipliers per lane and a 4 KiB scratch: a lane's weight
-# taps span more than two rows (gathered a byte at a time), an input beat is two rows, and the stem and
-# head.in_conv find no room to stage their input beats (each tile gathers its own); the R-MAC core's
-# runs cross several rows.
+# taps span two or three rows, an input beat is two rows, and the stem and head.in_conv find no room to
+# stage their input beats (each tile gathers its own); the R-MAC core's runs cross several rows.
 NARROW = CFG.replace(name="tiny_narrow", act_buffer_kib=4, axi_data_bits=32, mat_mults=8)
 
 
