@@ -25,9 +25,9 @@ epilogue needs together:
   denominator for the log2 divider (rtl/divider.py, table rows ``M_o/n_o/z_out`` per column).
   Results are written at channel ``out_offset + h d + j`` of the output map.
 
-Correctness first, as rtl/staged.py: the engine's weight and input beats are gathered one byte per
-cycle from the scratch (one read port), a tile's weights before its inputs; results drain through
-the unit while the next beats are gathered. Geometries the engine or the units cannot take stop the
+The engine's weight and input beats are built from runs of consecutive scratch bytes, a row per
+cycle (rtl/staged.py ``RowRun``; see the comment at the feed), a tile's weights before its inputs;
+results drain through the unit while the next beats are gathered. Geometries the engine or the units cannot take stop the
 operation with BAD_GEOMETRY before anything runs: ``ceil(K / mat_mults)`` weight words past the
 engine's buffer (``K`` = tokens for ATTN_KV, ``d`` for ATTN_QKV), more table rows than the unit
 holds, an operand wider than a byte, a qkv input that is not ``3 H d`` channels of ``N`` tokens.
@@ -43,7 +43,7 @@ from rtl import record as R
 from rtl.divider import Log2Divider
 from rtl.mat_engine import MatEngine
 from rtl.requant import Requant, clamp
-from rtl.staged import Core, ScalarFetch, StagedExecutor, drain_state
+from rtl.staged import Core, RowRun, ScalarFetch, StagedExecutor, drain_state
 
 
 # the unit's table rows of each half: (epilogue, multiplier table, shift table, rows "HD" or "H")
@@ -110,12 +110,8 @@ class AttnCore(Core):
         h, t, c, g = Signal(16), Signal(16), Signal(32), Signal(32)
         tj, gb = Signal(32), Signal(33)                 # first column of the tile, first pixel of the group
         xbase, wbase, sbase = Signal(40), Signal(40), Signal(40)
-        e = Signal(range(max(M, L) * N + 1))            # element of the beat being gathered
         wbeat = Signal(M * N * eng.wop_bits)
         xbeat = Signal(L * N * eng.a_bits)
-        pend, pend_w, pend_rd, pend_sx = Signal(), Signal(), Signal(), Signal()
-        pend_e = Signal.like(e)
-        pend_k = Signal(signed(eng.wop_bits))
 
         m.d.comb += [eng.cmd.payload.chunks.eq(chunks), eng.cmd.payload.groups.eq(groups),
                      eng.cmd.payload.load.eq(1), eng.cmd.payload.relu.eq(1),
@@ -126,41 +122,49 @@ class AttnCore(Core):
             if lane < J:
                 m.d.comb += eng.cmd.payload.w_zero[lane].eq(Mux(kv, sv.z_v, 0))
 
-        # the element e of the beat being gathered: a scratch byte (rd) or a constant (kc)
-        lane, n_ = e >> lgN, e[:lgN] if lgN else Const(0, 1)
-        k = Signal(33)
-        m.d.comb += k.eq(Cat(n_, c) if lgN else c)
-        w_rd, w_addr, w_sx, w_kc = Signal(), Signal(48), Signal(), Signal(signed(eng.wop_bits))
-        j = Signal(33)
-        m.d.comb += j.eq(tj + lane)
-        with m.If(lane < J):
-            m.d.comb += w_rd.eq((j < d) & (k < K))
-            with m.If(kv):      # v[:, j]: tokens consecutive; a padded tap gets w_zero, so w' = 0
-                m.d.comb += [w_addr.eq(wbase + j * ntok + k), w_kc.eq(sv.z_v)]
-            with m.Else():      # kv[h, :, j]: row-major (d, d), signed
-                m.d.comb += [w_addr.eq(wbase + k * d + j), w_sx.eq(1)]
-        with m.Elif(~kv):       # the k-sum lane: ks[h, :] (ATTN_KV: the ones lane, no weights)
-            m.d.comb += [w_rd.eq(k < K), w_addr.eq(sbase + k)]
-        p = Signal(33)
-        m.d.comb += p.eq(gb + lane)
-        x_rd, x_addr = Signal(), Signal(48)
-        m.d.comb += x_rd.eq((p < P) & (k < K))
-        # ATTN_KV: k[:, i] of row (pixel) i = p, tokens consecutive; ATTN_QKV: q[n, :] of token
-        # (pixel) n = p, a channel i = k apart by the map
-        m.d.comb += x_addr.eq(xbase + Mux(kv, p * ntok + k, k * ntok + p))
-
-        # a byte asked for in one cycle lands in its beat element the next
-        m.d.sync += pend.eq(0)
-        with m.If(pend):
-            byte = self.rdata
-            v = Mux(pend_rd, Mux(pend_sx, byte.as_signed(), byte), pend_k)
-            with m.If(pend_w):
-                m.d.sync += wbeat.word_select(pend_e, eng.wop_bits).eq(v)
-            with m.Else():
-                m.d.sync += xbeat.word_select(pend_e, eng.a_bits).eq(v)
-
         phase_w = Signal()          # gathering / sending weight beats (else input beats)
-        size = Mux(phase_w, M * N, L * N)
+
+        # The beats from runs of consecutive bytes, read a scratch row per cycle (RowRun) over a beat
+        # filled first with what an element that is not read holds:
+        # * ATTN_KV: a pixel's (row i of kv: k[:, i]) and a lane's (v[:, j]) taps are consecutive
+        #   tokens: run r is pixel / lane r, up to N taps, element r N + n;
+        # * ATTN_QKV: a tap's (channel i of q) L pixels are consecutive tokens, and its (row i of
+        #   kv[h]) J lanes consecutive columns: run r is tap r, element l N + r; then the k-sum
+        #   lane's N taps ks[h, i], one run, element J N + n.
+        RL = max(N, L, J)
+        krun = RowRun(m, ab, self.rword, self.word_bytes, RL)
+        kr, kr_d = Signal(range(RL + 2)), Signal(range(RL + 2))   # the run, the one in flight
+        kw_d, kks_d, ksx_d = Signal(), Signal(), Signal()
+        k_left = K - (c << lgN)
+        p_left, j_left = P - gb, d - tj
+
+        def run(r):
+            """Run r of the beat: (is the k-sum run, address, length, read it, the beat's last run)."""
+            ks = ~kv & phase_w & (r == N)                         # ATTN_QKV's k-sum lane
+            tap = (c << lgN) + r
+            line = Mux(phase_w, tj + r, gb + r)                   # ATTN_KV: column j of v, or row i of k
+            n = Mux(kv | ks, Mux(k_left < N, k_left, N),
+                    Mux(phase_w, Mux(j_left < J, j_left, J), Mux(p_left < L, p_left, L)))
+            ok = Mux(kv, Mux(phase_w, (r < J) & (line < d), (r < L) & (line < P)), ks | (tap < K))
+            last = r == Mux(kv, Mux(phase_w, J - 1, L - 1), Mux(phase_w, N, N - 1))
+            addr = Mux(kv, Mux(phase_w, wbase, xbase) + line * ntok + (c << lgN),
+                       Mux(ks, sbase + (c << lgN), Mux(phase_w, wbase + tap * d + tj, xbase + tap * ntok + gb)))
+            return ks, addr[:ab], n, ok, last
+
+        ks_run, k_addr, k_len, k_ok, k_last = run(kr)
+        _, n_addr, n_len, _, _ = run(kr + 1)
+        with m.If(krun.active):
+            m.d.sync += [kr_d.eq(kr), kw_d.eq(phase_w), kks_d.eq(ks_run), ksx_d.eq(~kv & phase_w & ~ks_run)]
+        kv_d = Signal()
+        m.d.sync += kv_d.eq(kv)
+        for q, belongs, jj, byte in krun.place():
+            with m.If(belongs):
+                jr = jj[:max(1, RL.bit_length())]
+                el = Mux(kv_d, kr_d * N + jr, Mux(kks_d, J * N + jr, jr * N + kr_d))
+                with m.If(kw_d):
+                    m.d.sync += wbeat.word_select(el, eng.wop_bits).eq(Mux(ksx_d, byte.as_signed(), byte))
+                with m.Else():
+                    m.d.sync += xbeat.word_select(el, eng.a_bits).eq(byte)
 
         # --- the drain: result beats, one element a cycle into the unit -------------------------------
         obeat = Signal(data.ArrayLayout(signed(cfg.acc_bits), L * M))
@@ -303,20 +307,13 @@ class AttnCore(Core):
             with m.State("CMD"):
                 m.d.comb += [self.busy.eq(1), eng.cmd.valid.eq(1)]
                 with m.If(eng.cmd.ready):
-                    m.d.sync += [c.eq(0), e.eq(0), phase_w.eq(1)]
-                    m.next = "GATHER"
-            with m.State("GATHER"):
-                m.d.comb += [self.busy.eq(1), self.raddr.eq(Mux(phase_w, w_addr, x_addr))]
-                m.d.sync += [pend.eq(1), pend_w.eq(phase_w), pend_e.eq(e), e.eq(e + 1),
-                             pend_rd.eq(Mux(phase_w, w_rd, x_rd)), pend_sx.eq(phase_w & w_sx),
-                             pend_k.eq(Mux(phase_w & (lane < J), w_kc, 0))]
-                with m.If(e == size - 1):
-                    m.next = "SEND"
+                    m.d.sync += [c.eq(0), phase_w.eq(1)]
+                    m.next = "FILL"
             with m.State("SEND"):
-                m.d.comb += [self.busy.eq(1), eng.w.valid.eq(phase_w & ~pend), eng.x.valid.eq(~phase_w & ~pend)]
-                with m.If(Mux(phase_w, eng.w.ready, eng.x.ready) & ~pend):
-                    m.d.sync += [c.eq(c + 1), e.eq(0)]
-                    m.next = "GATHER"
+                m.d.comb += [self.busy.eq(1), eng.w.valid.eq(phase_w), eng.x.valid.eq(~phase_w)]
+                with m.If(Mux(phase_w, eng.w.ready, eng.x.ready)):
+                    m.d.sync += c.eq(c + 1)
+                    m.next = "FILL"
                     with m.If(c == chunks - 1):
                         m.d.sync += c.eq(0)
                         with m.If(phase_w):              # the tile's weights are in: its inputs next
@@ -331,6 +328,35 @@ class AttnCore(Core):
                                     m.next = "HEAD"
                                     with m.If(h == H - 1):
                                         m.next = "DRAIN"
+            with m.State("FILL"):                                 # c, phase_w, gb, tj are the beat's now
+                # the elements that are not read: v's padding taps z_v (so w' = 0), the ones lane 0, x 0
+                m.d.comb += self.busy.eq(1)
+                with m.If(phase_w & kv):
+                    m.d.sync += wbeat.eq(Cat(*([sv.z_v[:eng.wop_bits]] * (J * N)), Const(0, eng.wop_bits * N)))
+                with m.Elif(phase_w):
+                    m.d.sync += wbeat.eq(0)
+                with m.Else():
+                    m.d.sync += xbeat.eq(0)
+                _, a0, n0, _, _ = run(Const(0, kr.shape()))
+                m.d.sync += [kr.eq(0), *krun.begin(a0, n0)]
+                m.next = "RUNS"
+            with m.State("RUNS"):                               # run kr: pixel (x) or lane (w)
+                m.d.comb += self.busy.eq(1)
+
+                def next_run():
+                    with m.If(k_last):
+                        m.next = "LAND"
+                    with m.Else():
+                        m.d.sync += [kr.eq(kr + 1), *krun.begin(n_addr, n_len)]
+                with m.If(k_ok):
+                    m.d.comb += [krun.active.eq(1), self.raddr.eq(krun.addr)]
+                    with m.If(krun.end):
+                        next_run()
+                with m.Else():                                    # a lane or pixel past the map: not read
+                    next_run()
+            with m.State("LAND"):                              # the last row lands
+                m.d.comb += self.busy.eq(1)
+                m.next = "SEND"
             drain_state(m, self, written == expect)
         return m
 
