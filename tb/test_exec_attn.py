@@ -188,10 +188,13 @@ def run_core(core_cls, case, cfg=CFG, patch_record=None, max_cycles: int = 200_0
     spans = []
     for off, t in zip(outs, op.outputs):
         tt = prog.tensors[t]
-        lo, hi = 0, tt.bytes
+        # the slice rtl/staged.py stores: the operation's channels (ATTN_KV: both outputs whole)
+        unit = tt.bytes // tt.shape[0]
+        lo, hi = op.oc0 * unit, op.oc1 * unit
         if op.opcode == "MAT.ATTN_QKV":
-            unit = tt.bytes // tt.shape[0]
             lo, hi = (op.geom["out_offset"] + op.oc0) * unit, (op.geom["out_offset"] + op.oc1) * unit
+        elif op.opcode == "MAT.ATTN_KV":
+            lo, hi = 0, tt.bytes
         spans.append((off, tt.addr, lo, hi))
     result = {}
 

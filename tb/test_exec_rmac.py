@@ -7,7 +7,7 @@
 * without Verilator: the core's geometry check under Amaranth's simulator: the network's records
   pass it, patched records the core cannot run (kernel past KMAX, stride 3, a pointwise reduction
   longer than the weight buffer, an epilogue it has no unit for, a grouped conv as RMAC.DW) stop
-  it with BAD_GEOMETRY.
+  it with BAD_GEOMETRY; and the core alone at ``rmac_rows = 3`` (pointwise beats as L runs).
 """
 from __future__ import annotations
 
@@ -30,6 +30,27 @@ def test_rmac_operations_replay_bit_exact():
     from tb.test_executors import replay_failures
     failures = replay_failures({name: rmac_executor for name in OPCODES}, "rmac")
     assert not failures, "\n".join(failures)
+
+
+def test_core_alone_with_a_row_count_that_is_not_a_power_of_two():
+    """rmac_rows = 3: a pointwise row beat is then gathered as L runs of S pixels (the one-run path
+    needs a power of two); the core alone (Amaranth simulator, bus-word scratch rows) on every RMAC
+    operation of the test network, each output slice bit-exact with golden's."""
+    import numpy as np
+    from rtl.exec_rmac import RmacCore
+    from tb import replay
+    from tb.test_exec_attn import run_core
+    from tests.test_golden_model import images, tiny_ir
+    cfg = CFG.replace(name="tiny_s3", rmac_rows=3)
+    prog, _, image = replay.dram_program(tiny_ir(), cfg)
+    states = replay.golden_states(prog, image, images(1)[0])
+    ops = [op for op in prog.ops if op.opcode in OPCODES]
+    assert {op.opcode for op in ops} == set(OPCODES)
+    for op in ops:
+        err, cycles, slices = run_core(RmacCore, (prog, op, states[op.index], states[op.index + 1]), cfg)
+        assert err is None, f"op {op.index} {op.node}: {err} after {cycles} cycles"
+        for o, want, got in slices:
+            assert np.array_equal(want, got), f"op {op.index} {op.node} output {o} differs"
 
 
 def _program():
