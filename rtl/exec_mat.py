@@ -50,11 +50,19 @@ LINEAR = encoding.OPCODE_IDS["MAT.LINEAR"]
 CONV = encoding.OPCODE_IDS["MAT.CONV"]
 
 
+def _shape(cfg, opcode: str, g: dict) -> tuple[dict, int, int]:
+    """The geometry as the core runs it (``MAT.LINEAR``: a 1x1 conv on a 1x1 map), its reduction words
+    ``ceil(cin / groups * k * k / N)`` and pixel groups ``ceil(oh * ow / L)``."""
+    if opcode == "MAT.LINEAR":
+        g = dict(g, h=1, w=1, oh=1, ow=1, k=1, stride=1, pad=0, groups=1)
+    chunks = -(-(g["cin"] // max(1, g["groups"]) * g["k"] ** 2) // cfg.mat_mults)
+    return g, chunks, -(-g["oh"] * g["ow"] // cfg.replicas)
+
+
 def geometry_ok(cfg, opcode: str, epilogue: str, g: dict, oc0: int, oc1: int, x_bits: int, out_bits: int,
                 n_in: int = 1, n_out: int = 1) -> bool:
     """What :class:`MatCore` runs (Python mirror of its BAD_GEOMETRY check)."""
-    if opcode == "MAT.LINEAR":
-        g = dict(g, h=1, w=1, oh=1, ow=1, k=1, stride=1, pad=0, groups=1)
+    g, chunks, pixel_groups = _shape(cfg, opcode, g)
     out_max = cfg.logit_bits if epilogue == "logits" else cfg.act_bits
     ok = (opcode in ("MAT.CONV", "MAT.LINEAR") and epilogue in EPILOGUES and n_in == 1 and n_out == 1
           and 0 <= oc0 < oc1 <= g["cout"] and x_bits <= cfg.act_bits and 1 <= out_bits <= out_max
@@ -62,19 +70,14 @@ def geometry_ok(cfg, opcode: str, epilogue: str, g: dict, oc0: int, oc1: int, x_
           and g["k"] >= 1 and g["stride"] >= 1 and g["groups"] >= 1)
     if not ok or g["cin"] % g["groups"] or g["cout"] % g["groups"]:
         return False
-    taps = g["cin"] // g["groups"] * g["k"] ** 2
-    pixel_groups = -(-g["oh"] * g["ow"] // cfg.replicas)
-    return 1 <= -(-taps // cfg.mat_mults) <= cfg.mat_wbuf_words and 1 <= pixel_groups < 1 << MAT_GROUPS_BITS
+    return 1 <= chunks <= cfg.mat_wbuf_words and 1 <= pixel_groups < 1 << MAT_GROUPS_BITS
 
 
 def stages_inputs(cfg, prog, op) -> bool:
     """Whether :class:`MatCore` gathers ``op``'s input beats once into the free scratch and streams
     them to every tile (else each tile gathers its own): the beats of one conv group must fit."""
-    g = dict(op.geom)
-    if op.opcode == "MAT.LINEAR":
-        g.update(h=1, w=1, oh=1, ow=1, k=1, groups=1)
-    chunks = -(-(g["cin"] // g["groups"] * g["k"] ** 2) // cfg.mat_mults)
-    beats = -(-g["oh"] * g["ow"] // cfg.replicas) * chunks
+    _, chunks, pixel_groups = _shape(cfg, op.opcode, op.geom)
+    beats = pixel_groups * chunks
     row = cfg.axi_data_bits // 8
     return regions(prog, op)["free"] + beats * -(-(cfg.replicas * cfg.mat_mults) // row) * row <= scratch_depth(cfg)
 
@@ -171,7 +174,7 @@ class MatCore(Core):
                              hs_row.zp[i].eq(val(v["z_p"])), hs_row.t3[i].eq(val(v["t3"]))]
 
         # --- gather: beat bytes through the scratch read port (address registered, byte 2 later) --
-        E = max(M, L) * N
+        E = L * N
         beat = Signal(8 * E)
         issue, i_addr, i_zero = Signal(), Signal(ab), Signal()
         i_idx = Signal(range(E))
@@ -182,13 +185,12 @@ class MatCore(Core):
         with m.If(v2):
             m.d.sync += beat.word_select(idx2, 8).eq(Mux(z2, 0, self.rdata))
         e = Signal(range(E + 2))                                  # element issued (then 2 to land)
-        ln, nn = Signal(range(max(M, L) + 1)), Signal(range(N + 1))   # beat position: replica / lane, tap
+        ln, nn = Signal(range(L + 1)), Signal(range(N + 1))       # beat position: replica, tap
         m.d.comb += i_idx.eq(Cat(nn[:logN], ln) if logN else ln)
 
-        # weights: lane ln, tap c N + nn at wq + nn (wq = wtile + c N + ln K)
-        # (a lane's N taps are a run of N bytes, read a scratch row per cycle)
+        # weights: lane l, taps c N .. c N + N - 1 are a run of N bytes from wtile + l K + c N, read a
+        # scratch row per cycle (wrun.ptr: the lane's run; the next lane's is K on)
         c = Signal(range(cfg.mat_wbuf_words + 1))
-        wq = Signal(32)
         tw0 = Signal(32)
         m.d.comb += tw0.eq(c << logN)
         wrun = RowRun(m, ab, self.rword, B, N)
@@ -379,7 +381,7 @@ class MatCore(Core):
         tc = Signal(range(cfg.mat_wbuf_words + 1))                # chunk
         tg = Signal(MAT_GROUPS_BITS + 1)                          # pixel group of the beat being written
         ti, tr = Signal(range(GB + 1)), Signal(range(WB + 1))     # beat within the block, row within the beat
-        tcb, tblk, tch = Signal(32), Signal(32), Signal(32)       # channel tc N's first byte, the block's, channel n's
+        tcb, tblk = Signal(32), Signal(32)                        # channel tc N's first byte, the block's
         pbeat, cstride, nplane = Signal(32), Signal(32), Signal(32)
         with m.If(trun.active):
             m.d.sync += tn_d.eq(tn)
@@ -451,6 +453,7 @@ class MatCore(Core):
                 m.next = "TILE"
             with m.State("TILE"):
                 m.d.comb += self.busy.eq(1)
+                to_stage = staged & (~prepped | (prep_gbase != gbase))
                 left, in_grp = C - ch, cout_g - rem
                 n_l = Mux((left < M) & (left < in_grp), left, Mux(in_grp < M, in_grp, M))
                 with m.If((chunks > cfg.mat_wbuf_words) | (chunks == 0)):
@@ -459,13 +462,12 @@ class MatCore(Core):
                 with m.Elif(ch >= C):
                     m.d.comb += self.done.eq(1)
                     m.next = "IDLE"
-                with m.Elif(staged & (~prepped | (prep_gbase != gbase)) & pw_pre):   # the group's beats, once
+                with m.Elif(to_stage & pw_pre):                   # the group's beats, once: a transpose
                     m.d.sync += [tc.eq(0), tg.eq(0), tn.eq(0), ti.eq(0), tr.eq(0), pbeat.eq(self.free_off),
                                  tcb.eq(self.in_off[0] + gbase_off), tblk.eq(self.in_off[0] + gbase_off),
-                                 tch.eq(self.in_off[0] + gbase_off),
                                  *trun.begin(wrap(self.in_off[0] + gbase_off), PB)]
                     m.next = "PT_READ"
-                with m.Elif(staged & (~prepped | (prep_gbase != gbase))):
+                with m.Elif(to_stage):                            # ... or gathered byte by byte
                     first_beat()
                     m.d.sync += [pre.eq(1), xw.eq(self.free_off)]
                     m.next = "X_GATHER"
@@ -497,19 +499,18 @@ class MatCore(Core):
             with m.State("CMD"):
                 m.d.comb += [self.busy.eq(1), eng.cmd.valid.eq(1)]
                 with m.If(eng.cmd.ready):
-                    m.d.sync += [c.eq(0), wq.eq(wtile), wln.eq(0), *wrun.begin(wtile, N)]
+                    m.d.sync += [c.eq(0), wln.eq(0), *wrun.begin(wtile, N)]
                     m.next = "W_GATHER"
             with m.State("W_GATHER"):                             # weight word c: lane wln's run
                 m.d.comb += [self.busy.eq(1), wrun.active.eq(wln < M), self.raddr.eq(wrun.addr)]
                 with m.If(wrun.active & wrun.end):
-                    m.d.sync += [wln.eq(wln + 1), wq.eq(wq + K), *wrun.begin(wrap(wq + K), N)]
+                    m.d.sync += [wln.eq(wln + 1), *wrun.begin(wrap(wrun.ptr + K), N)]
                 with m.If(wrun.active & wrun.end & (wln == M - 1)):    # the last lane's last row
                     m.next = "W_BEAT"
             with m.State("W_BEAT"):
                 m.d.comb += [self.busy.eq(1), eng.w.valid.eq(1)]
                 with m.If(eng.w.ready):
-                    m.d.sync += [c.eq(c + 1), wq.eq(wtile + ((c + 1) << logN)), wln.eq(0),
-                                 *wrun.begin(wrap(wtile + ((c + 1) << logN)), N)]
+                    m.d.sync += [c.eq(c + 1), wln.eq(0), *wrun.begin(wrap(wtile + ((c + 1) << logN)), N)]
                     with m.If(c == chunks - 1):
                         first_beat()
                         with m.If(staged):
@@ -522,7 +523,7 @@ class MatCore(Core):
             with m.State("PT_READ"):                              # channel tc N + tn of the block
                 m.d.comb += [self.busy.eq(1), trun.active.eq(1), self.raddr.eq(trun.addr)]
                 with m.If(trun.end):
-                    m.d.sync += [tn.eq(tn + 1), tch.eq(tch + plane), *trun.begin(wrap(tch + plane), PB)]
+                    m.d.sync += [tn.eq(tn + 1), *trun.begin(wrap(trun.ptr + plane), PB)]    # the next channel
                     with m.If(tn == N - 1):
                         m.next = "PT_LAND"
             with m.State("PT_LAND"):                              # the last row lands in tbuf
@@ -540,14 +541,14 @@ class MatCore(Core):
                         with m.If(tg == n_grp - 1):               # the chunk's last group: the next chunk
                             nxt = tcb + nplane                    # the next chunk's first channel
                             m.d.sync += [tc.eq(tc + 1), tg.eq(0), pbeat.eq(self.free_off + (tc + 1) * BW), tcb.eq(nxt),
-                                         tblk.eq(nxt), tch.eq(nxt), *trun.begin(wrap(nxt), PB)]
+                                         tblk.eq(nxt), *trun.begin(wrap(nxt), PB)]
                             with m.If(tc == chunks - 1):
                                 m.d.sync += [prepped.eq(1), prep_gbase.eq(gbase)]
                                 m.next = "TILE"
                             with m.Else():
                                 m.next = "PT_READ"
                         with m.Else():                            # the next block of the chunk
-                            m.d.sync += [tblk.eq(tblk + PB), tch.eq(tblk + PB), *trun.begin(wrap(tblk + PB), PB)]
+                            m.d.sync += [tblk.eq(tblk + PB), *trun.begin(wrap(tblk + PB), PB)]
                             m.next = "PT_READ"
             with m.State("X_GATHER"):                             # chunk xc of pixel group xg
                 m.d.comb += [self.busy.eq(1), self.raddr.eq(a1)]

@@ -51,25 +51,22 @@ class _Gather:
     of bytes ``base + t*A + l*B + j``, ``j < nj``, for ``t < nt``, ``l < nl`` (nested in that order)
     land in bytes ``(l*WS + j)*T + t`` of ``beat`` (the engine's element order for a row beat; a weight
     beat is ``nl = nj = 1``). ``start(...)`` gives the statements that begin a beat; while the owner
-    holds ``active`` the rows' addresses go out on ``addr``; ``last`` marks the final one, and the beat
-    is complete once ``pending`` (the row in flight) is low."""
+    holds ``active`` the rows' addresses go out on ``addr``; ``last`` marks the final one. ``view`` is
+    the beat with the row in flight already in place: complete in the cycle the last row lands."""
 
     def __init__(self, m: Module, cfg, abits: int, rword, word_bytes: int):
         S, T, L = cfg.rmac_rows, cfg.rmac_cols, cfg.replicas
         WS = cost.rmac_segment_width(cfg)
-        self.m = m
         # ``split`` (rmac_rows a power of two): one run of L*S bytes is the L segments of S bytes, byte
         # j at (j // S, j % S) -- a pointwise row beat's L replicas' pixels, consecutive in the input
         self.split_ok = S & (S - 1) == 0
         self.split = Signal()
         self.run = run = RowRun(m, abits, rword, word_bytes, max(WS, L * S))
         self.beat = Signal(data.ArrayLayout(unsigned(8), L * WS * T))
-        # ``view``: the beat with the row in flight already in place (what the engine is handed: a beat
-        # is complete in the cycle its last row lands)
         self.view = Signal(data.ArrayLayout(unsigned(8), L * WS * T))
         m.d.comb += self.view.eq(self.beat)
         m.d.sync += self.beat.eq(self.view)
-        self.active, self.last, self.pending, self.addr = run.active, Signal(), run.pending, run.addr
+        self.active, self.last, self.addr = run.active, Signal(), run.addr
         self.a, self.b = Signal(abits), Signal(abits)
         self.n = [Signal(range(T + 1)), Signal(range(L + 1))]
         self.i = [Signal(range(T + 1)), Signal(range(L + 1))]

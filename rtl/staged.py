@@ -66,6 +66,15 @@ def regions(prog, op) -> dict:
             "free": off}
 
 
+def core_write(word_bytes: int, waddr, wdata, wen, wrow, wmask) -> tuple:
+    """The scratch write port's ``(data, en)`` for a core's write (see :func:`core_members`): the byte
+    ``wdata`` at ``waddr`` when ``wen``, or the bytes of ``wrow`` that ``wmask`` selects."""
+    lb = word_bytes.bit_length() - 1
+    rowwise = wmask.any()
+    return (Mux(rowwise, wrow, Cat(*([wdata] * word_bytes))),
+            Mux(rowwise, wmask, Mux(wen, Const(1, word_bytes) << waddr[:lb], 0)))
+
+
 def core_members(abits: int, word_bytes: int) -> dict:
     """A compute core's ports, as the core declares them. ``rdata`` is the byte at the address given the
     cycle before, ``rword`` the whole scratch row (``word_bytes`` bytes) holding it; ``free_off`` is
@@ -228,10 +237,8 @@ class _Body(Elaboratable):
         m.d.comb += [rp.en.eq(1), rp.addr.eq(raddr >> lb)]
         m.d.sync += lane.eq(raddr[:lb])
         with m.If(computing):
-            rowwise = core_wmask.any()
-            m.d.comb += [raddr.eq(core_raddr), wp.addr.eq(core_waddr >> lb),
-                         wp.data.eq(Mux(rowwise, core_wrow, Cat(*([core_wdata] * B)))),
-                         wp.en.eq(Mux(rowwise, core_wmask, Mux(core_wen, Const(1, B) << core_waddr[:lb], 0)))]
+            wdata, wen = core_write(B, core_waddr, core_wdata, core_wen, core_wrow, core_wmask)
+            m.d.comb += [raddr.eq(core_raddr), wp.addr.eq(core_waddr >> lb), wp.data.eq(wdata), wp.en.eq(wen)]
         with m.Else():
             m.d.comb += [raddr.eq(st_addr), wp.addr.eq(ld_addr >> lb), wp.data.eq(ld_data),
                          wp.en.eq(Mux(ld_en, (1 << B) - 1, 0))]
@@ -456,7 +463,7 @@ class RowRun:
 
     def __init__(self, m: Module, abits: int, rword, row_bytes: int, max_len: int):
         RB = self.rb = row_bytes
-        self.m, self.abits, self.rword = m, abits, rword
+        self.rword = rword
         self.active, self.end, self.pending = Signal(), Signal(), Signal()
         self.addr = Signal(abits)
         self.ptr, self.row = Signal(abits), Signal(abits)

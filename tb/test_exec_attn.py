@@ -15,7 +15,7 @@ import struct
 
 import numpy as np
 import pytest
-from amaranth import Cat, Const, Elaboratable, Module, Mux, Signal
+from amaranth import Elaboratable, Module, Signal
 from amaranth.lib import data, memory
 from amaranth.sim import Simulator
 
@@ -25,7 +25,7 @@ from arch import formats
 from arch.program import ALIGN, Group, Op, Tensor, param_tables
 from arch.regmap import ErrorCode
 from rtl.exec_attn import AttnCore
-from rtl.staged import regions
+from rtl.staged import core_write, regions, scratch_depth
 from tb import replay
 from tb.test_executors import replay_failures
 
@@ -123,12 +123,6 @@ def _write(mem, t, v):
     mem[t.addr:t.addr + raw.size] = raw
 
 
-def scratch_layout(prog, op) -> tuple[list[int], int, list[int]]:
-    """rtl/staged.py's regions for ``op``: (input offsets, parameter offset, output offsets)."""
-    r = regions(prog, op)
-    return r["inputs"], r["params"], r["outputs"]
-
-
 class _Harness(Elaboratable):
     """A core on a scratch of bus-word rows as rtl/staged.py gives it: read data the cycle after the
     address (the byte on ``rdata``, its row on ``rword``), byte writes."""
@@ -146,11 +140,10 @@ class _Harness(Elaboratable):
         rp, wp = mem.read_port(), mem.write_port(granularity=1)
         lane = Signal(lb)
         m.d.sync += lane.eq(core.raddr[:lb])
+        wdata, wen = core_write(B, core.waddr, core.wdata, core.wen, core.wrow, core.wmask)
         m.d.comb += [rp.addr.eq(core.raddr >> lb), core.rdata.eq(rp.data.as_value().word_select(lane, 8)),
                      core.rword.eq(rp.data.as_value()),
-                     wp.addr.eq(core.waddr >> lb),
-                     wp.data.eq(Mux(core.wmask.any(), core.wrow, Cat(*([core.wdata] * B)))),
-                     wp.en.eq(Mux(core.wmask.any(), core.wmask, Mux(core.wen, Const(1, B) << core.waddr[:lb], 0)))]
+                     wp.addr.eq(core.waddr >> lb), wp.data.eq(wdata), wp.en.eq(wen)]
         self.mem = mem
         return m
 
@@ -163,10 +156,9 @@ def run_core(core_cls, case, cfg=CFG, patch_record=None, max_cycles: int = 200_0
     """Run ``case`` = (program, op, DRAM before, DRAM after) on ``core_cls`` alone (its record
     through ``patch_record(bytearray)`` if given): (error code or None, cycles, list of (output
     index, expected bytes, got bytes)) of the slices rtl/staged.py stores."""
-    from rtl.staged import scratch_depth
     prog, op, before, after = case
-    ins, p_off, outs = scratch_layout(prog, op)
     r = regions(prog, op)
+    ins, p_off, outs = r["inputs"], r["params"], r["outputs"]
     init = np.zeros(scratch_depth(cfg), np.uint8)
     if op.weight_bytes:
         init[r["weights"]:r["weights"] + op.weight_bytes] = before[op.weights:op.weights + op.weight_bytes]
