@@ -73,6 +73,8 @@ def node_ops(ir: dict, n: arch_graph.Node, nd: dict, cfg: AccelConfig) -> list[O
         H, d = n.heads, n.dim
         geom.update(heads=H, dim=d, macs=H * n.tokens * d * (d + 1), kv_bits=int(ir["tensors"][nd["kv"]]["bits"]),
                     code_bits=int(nd["log2_bits"]), out_offset=int(nd["out_channel_offset"]))
+        if int(nd.get("log2_frac", 0)):       # the divisor's mantissa bit (SPEC 5.4); absent: powers of two
+            geom["div_frac"] = int(nd["log2_frac"])
         if ir["kind"] == "quantized" and not nd["log2"]:
             raise ValueError(f"{n.name}: the divisor is not log2-quantized; the accelerator divides by shifts only "
                              "(quantize with the log2 technique on)")

@@ -40,7 +40,7 @@ GEOM_FIELDS = (                        # (name, bits, signed): packed into words
     ("ow", 16, False), ("k", 8, False), ("stride", 8, False), ("pad", 8, False), ("x_bits", 8, False),
     ("groups", 16, False), ("w_bits", 8, False), ("kv_bits", 8, False), ("heads", 16, False), ("dim", 16, False),
     ("out_offset", 16, False), ("code_bits", 8, False), ("frac_bits", 8, False), ("recip_bits", 8, False),
-    ("bands", 16, False), ("reserved", 8, False), ("lo", 16, True), ("hi", 16, True), ("pre_lo", 16, True),
+    ("bands", 16, False), ("div_frac", 8, False), ("lo", 16, True), ("hi", 16, True), ("pre_lo", 16, True),
     ("pre_hi", 16, True))
 
 
@@ -92,7 +92,8 @@ def line_ids(program: Program) -> dict[str, int]:
 
 
 def encode_op(op: Op, program: Program, lines: dict[str, int] | None = None) -> bytes:
-    g = dict(op.geom, bands=program.groups[op.group].bands, lo=op.lo, hi=op.hi, reserved=0)
+    g = dict(op.geom, bands=program.groups[op.group].bands, lo=op.lo, hi=op.hi)
+    g.setdefault("div_frac", 0)
     operands = op.inputs + op.outputs
     if len(op.inputs) > 3 or len(op.outputs) > 2:
         raise ValueError(f"op {op.index}: {len(op.inputs)} inputs / {len(op.outputs)} outputs exceed the record")
@@ -176,7 +177,8 @@ def decode(buf: bytes | np.ndarray, base: int, config: AccelConfig) -> Program:
         g = _unpack_bits(words[3:13], GEOM_FIELDS)
         bands[words[1] >> 16] = g.pop("bands")
         lo, hi = g.pop("lo"), g.pop("hi")
-        g.pop("reserved")
+        if not g["div_frac"]:      # only a divisor with a mantissa bit carries it (Op.geom leaves it out otherwise)
+            g.pop("div_frac")
         names = [_decode_operand(words[OPERAND_WORDS + 3 * i:OPERAND_WORDS + 3 * i + 3], tensors)
                  for i in range(n_in + n_out)]
         op = Op(words[1] & 0xFFFF, opcode, f"op{len(ops)}", words[1] >> 16, names[:n_in], names[n_in:], epilogue,

@@ -194,3 +194,7 @@ def check_formats(ir: dict, cfg: AccelConfig) -> None:
         if node["op"] == "attention":
             need(formats.IntFormat(int(node["log2_bits"]), False), F.log2_code,
                  f"node {node['name']!r} divisor code", "encodes the divisor exponent in")
+            frac = int(node.get("log2_frac", 0))    # optional: absent in files from before the mantissa bit
+            if frac not in formats.LOG2_STEPS:
+                raise ValueError(f"node {node['name']!r}: the divisor has {frac} mantissa bits; the machine "
+                                 f"takes 0..{formats.LOG2_FRAC_BITS_MAX} (quantize with or without --no_log2_mantissa)")

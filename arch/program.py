@@ -57,7 +57,7 @@ ENGINES = ("MAT", "RMAC", "UNIT")
 
 # Parameter tables of each epilogue / unit: (name, format field of arch.formats.Formats, length).
 # Lengths: "C" the operation's output channels (oc1 - oc0), "CIN" its input channels, "HD" heads x dim,
-# "H" heads, 1 a scalar.  golden/program.py fills them from the integer model's fields of the same name.
+# "H" heads, "HDF" heads x dim where the divisor has a mantissa bit (geometry div_frac, else 0), 1 a scalar.  golden/program.py fills them from the integer model's fields of the same name.
 PARAMS = {
     "requant": [("bias", "acc", "C"), ("z_x", "zero_point", "CIN"), ("M", "mult", "C"), ("n", "shift", "C"),
                 ("z_out", "zero_point", "C")],
@@ -68,7 +68,7 @@ PARAMS = {
     "kv": [("z_k", "zero_point", 1), ("z_v", "zero_point", 1), ("M_kv", "mult", "HD"), ("n_kv", "shift", "HD"),
            ("M_ks", "mult", "H"), ("n_ks", "shift", "H")],
     "divide": [("z_q", "zero_point", 1), ("M_o", "mult", "HD"), ("n_o", "shift", "HD"), ("e_lo", "zero_point", 1),
-               ("z_out", "zero_point", 1)],
+               ("z_out", "zero_point", 1), ("M_o1", "mult", "HDF"), ("n_o1", "shift", "HDF")],
     "add": [("z_a", "zero_point", "C"), ("z_b", "zero_point", "C"), ("Ma", "mult", "C"), ("Mb", "mult", "C"),
             ("n", "shift", "C"), ("z_out", "zero_point", "C")],
     "pool": [("z_x", "zero_point", 1), ("M", "mult", 1), ("n", "shift", 1), ("z_out", "zero_point", 1)],
@@ -161,11 +161,14 @@ def param_tables(op: Op, cfg: AccelConfig) -> list[Param]:
     """The operation's parameter tables (no addresses yet): lengths from its shape, formats from cfg."""
     F = formats(cfg)
     g = op.geom
-    sizes = {"C": op.channels, "CIN": g.get("cin", 0), "HD": g.get("heads", 0) * g.get("dim", 0),
-             "H": g.get("heads", 0), 1: 1}
+    hd = g.get("heads", 0) * g.get("dim", 0)
+    sizes = {"C": op.channels, "CIN": g.get("cin", 0), "HD": hd, "H": g.get("heads", 0),
+             "HDF": hd if g.get("div_frac", 0) else 0, 1: 1}
     out = []
     for name, fmt, count in PARAMS.get(op.epilogue, []):
         n = sizes[count]
+        if count == "HDF" and not n:        # no mantissa-bit rows: the block is laid out as without them
+            continue
         out.append(Param(name, fmt, n, -1, n * getattr(F, fmt).numpy_dtype.itemsize))
     return out
 

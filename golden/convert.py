@@ -25,6 +25,7 @@ from arch import ir as arch_ir
 from arch import formats
 from arch import graph as arch_graph
 from arch.config import AccelConfig
+from arch.formats import LOG2_STEPS
 
 from . import ops
 
@@ -251,9 +252,16 @@ def attention_node(node: dict, T: _Tensors, shift_max: int = ops.SHIFT_MAX) -> d
     M_kv, n_kv = _mults(s_k * s_v / s_kv, f"{name} kv requant")
     M_ks, n_ks = _mults(s_k / s_ks, f"{name} k-sum requant")
     M_o, n_o = _mults(s_kv / (s_ks[:, None] * s_o), f"{name} output (divide) requant")
-    e_lo, bits = int(node["e_lo"]), int(node["log2_bits"])
-    if int(n_o.min()) + e_lo < 0 or int(n_o.max()) + e_lo + (1 << bits) - 1 > shift_max:
-        raise ValueError(f"{name}: output shifts n_o in [{int(n_o.min())}, {int(n_o.max())}] with the log2 window "
+    e_lo, bits, frac = int(node["e_lo"]), int(node["log2_bits"]), int(node.get("log2_frac", 0))
+    # the divisor's mantissa bit, (4/3) 2^e: a second multiplier row per column holds the 3/4 (SPEC 5.5)
+    half = {}
+    if frac:
+        step = float(LOG2_STEPS[frac][1])
+        M_o1, n_o1 = _mults(s_kv / (s_ks[:, None] * s_o) / step, f"{name} output (mantissa-bit divide) requant")
+        half = dict(M_o1=M_o1.reshape(H, 1, d), n_o1=n_o1.reshape(H, 1, d))
+    n_all = np.concatenate([n_o.ravel()] + ([half["n_o1"].ravel()] if frac else []))
+    if int(n_all.min()) + e_lo < 0 or int(n_all.max()) + e_lo + (1 << bits) - 1 > shift_max:
+        raise ValueError(f"{name}: output shifts n_o in [{int(n_all.min())}, {int(n_all.max())}] with the log2 window "
                          f"[{e_lo}, {e_lo + (1 << bits) - 1}] leave [0, {shift_max}]")
     out_ch = T.entry(node["output"]).get("channels") or 2 * H * d
     lo, hi = _code_range(T.entry(node["output"]))
@@ -263,7 +271,7 @@ def attention_node(node: dict, T: _Tensors, shift_max: int = ops.SHIFT_MAX) -> d
                 z_q=np.int64(z_q), z_k=np.int64(z_k), z_v=np.int64(z_v),
                 M_kv=M_kv.reshape(H, 1, d), n_kv=n_kv.reshape(H, 1, d), M_ks=M_ks.reshape(H, 1),
                 n_ks=n_ks.reshape(H, 1), M_o=M_o.reshape(H, 1, d), n_o=n_o.reshape(H, 1, d),
-                e_lo=np.int64(e_lo), code_bits=bits, z_out=np.int64(z_o))
+                e_lo=np.int64(e_lo), code_bits=bits, frac_bits=frac, z_out=np.int64(z_o), **half)
 
 
 def avgpool_node(node: dict, T: _Tensors, hw: int) -> dict:

@@ -98,9 +98,11 @@ def attention_qkv_half(node: dict, t: np.ndarray, kv: np.ndarray, ks: np.ndarray
     st.track("attention q kv (numerator)", name, num)
     st.track("attention q ks (denominator)", name, den)
     st.macs += q.size * (kv.shape[-1] + 1)               # B H N d (d + 1)
-    e, _ = rec.call(name, "log2_code", den=den, e_lo=node["e_lo"], code_bits=node["code_bits"])
+    b = int(node.get("frac_bits", 0))
+    e, code = rec.call(name, "log2_code", den=den, e_lo=node["e_lo"], code_bits=node["code_bits"], frac_bits=b)
+    half = dict(f=code & ((1 << b) - 1), M_o1=node["M_o1"], n_o1=node["n_o1"]) if b else {}
     out = rec.call(name, "attention_divide", num=num, e=e, M_o=node["M_o"], n_o=node["n_o"], z_out=node["z_out"],
-                   lo=node["lo"], hi=node["hi"])
+                   lo=node["lo"], hi=node["hi"], **half)
     return out.transpose(0, 1, 3, 2).reshape(B, -1, h, w)            # channel = head * d + j
 
 

@@ -35,6 +35,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from arch.formats import log2_thresholds
+
 from . import execute
 from .execute import Stats, mac_kind
 
@@ -212,7 +214,12 @@ class Attention:
         self.kv = Requant(node["M_kv"], node["n_kv"], 0, -qmax, qmax)
         self.ks = Requant(node["M_ks"], node["n_ks"], 0, 0, (1 << node["kv_bits"]) - 1)
         self.M_o, self.n_o = torch.as_tensor(node["M_o"]), torch.as_tensor(node["n_o"])
-        self.e_lo, self.e_hi = int(node["e_lo"]), int(node["e_lo"]) + (1 << node["code_bits"]) - 1
+        # the divisor's step index (b = frac_bits mantissa bits), clamped to the code window
+        self.b = int(node.get("frac_bits", 0))
+        self.h_lo = int(node["e_lo"]) << self.b
+        self.h_hi = self.h_lo + (1 << (int(node["code_bits"]) + self.b)) - 1
+        if self.b:
+            self.M_o1, self.n_o1 = torch.as_tensor(node["M_o1"]), torch.as_tensor(node["n_o1"])
         self.z_out, self.lo, self.hi = int(node["z_out"]), int(node["lo"]), int(node["hi"])
 
     def split(self, t: torch.Tensor):
@@ -242,20 +249,25 @@ class Attention:
         if st is not None:
             _track(st, "attention q kv (numerator)", name, num)
             _track(st, "attention q ks (denominator)", name, den)
-        e = torch.where(den > 0, round_log2(den.clamp(min=1)), self.e_lo).clamp_(self.e_lo, self.e_hi)
-        shift = self.n_o + e[..., None]                        # (B, H, N, d), in [0, 63] (converter)
+        xh = torch.where(den > 0, round_log2(den.clamp(min=1), self.b), self.h_lo).clamp_(self.h_lo, self.h_hi)
+        M, n = self.M_o, self.n_o
+        if self.b:                                             # the fraction picks the multiplier row
+            f = (xh & 1)[..., None].bool()
+            M, n = torch.where(f, self.M_o1, M), torch.where(f, self.n_o1, n)
+        shift = n + (xh >> self.b)[..., None]                   # (B, H, N, d), in [0, 63] (converter)
         half = torch.where(shift > 0, torch.ones_like(shift) << (shift - 1).clamp_(min=0), 0)
-        out = ((num * self.M_o + half) >> shift).add_(self.z_out).clamp_(self.lo, self.hi)
+        out = ((num * M + half) >> shift).add_(self.z_out).clamp_(self.lo, self.hi)
         return out.transpose(2, 3).reshape(B, -1, h, w).to(torch.float32)
 
 
-def round_log2(x: torch.Tensor) -> torch.Tensor:
-    """``p + (x^2 >= 2^(2p+1))`` with ``p = floor(log2 x)`` for int64 ``1 <= x < 2^31`` (SPEC 5.4):
-    ``p`` is the bit length minus one (``frexp`` of an integer below 2^53 is exact), the rounding
-    an integer comparison."""
+def round_log2(x: torch.Tensor, frac_bits: int = 0) -> torch.Tensor:
+    """The divisor step ``2^b p + #{k: x >= T[p][k]}`` for int64 ``1 <= x < 2^31`` (SPEC 5.4,
+    golden.ops.round_log2), ``p`` the bit length minus one (``frexp`` of an integer below
+    2^53 is exact), the thresholds looked up by ``p``."""
     _, ex = torch.frexp(x.to(torch.float64))
     p = ex.to(torch.int64) - 1
-    return p + (x * x >= torch.ones_like(x) << (2 * p + 1)).to(torch.int64)
+    T = torch.tensor(log2_thresholds(frac_bits), dtype=torch.int64)
+    return (p << frac_bits) + (x[..., None] >= T[p]).sum(dim=-1)
 
 
 class Pool:

@@ -24,6 +24,7 @@ import math
 import numpy as np
 
 from arch.formats import DEFAULT as F
+from arch.formats import log2_thresholds
 
 __all__ = [
     "ACC_BITS", "MULT_BITS", "SHIFT_MAX",
@@ -356,11 +357,11 @@ def attention_num_den(q, z_q, kv, ks) -> tuple[np.ndarray, np.ndarray]:
     return num, den
 
 
-def round_log2(x) -> np.ndarray:
-    """SPEC 5.4: log2 rounded to nearest, exactly: ``p + (x*x >= 2^(2p+1))`` with ``p = floor(log2 x)``.
-
-    Defined for ``1 <= x < 2^31`` (x*x is formed in int64); the rounding
-    threshold is sqrt(2) * 2^p, compared without any irrational arithmetic.
+def round_log2(x, frac_bits: int = 0) -> np.ndarray:
+    """SPEC 5.4: the index ``h = 2^b p + #{k: x >= T[p][k]}`` of the divisor step nearest ``x`` in
+    log2 (``b = frac_bits`` mantissa bits, ``p = floor(log2 x)``, the thresholds of
+    arch.formats.log2_thresholds), exactly. With ``b = 0`` this is ``p + (x*x >= 2^(2p+1))``: log2
+    rounded to the nearest integer, the threshold sqrt(2) 2^p. Defined for ``1 <= x < 2^31``.
     """
     x = _int(x, "round_log2: x")
     _check_range(x, 1, (1 << 31) - 1, "round_log2: x")
@@ -368,30 +369,44 @@ def round_log2(x) -> np.ndarray:
     for s in (16, 8, 4, 2, 1):          # binary search for floor(log2 x) (x < 2^31)
         up = np.right_shift(x, p + s) > 0
         p = p + np.where(up, s, 0)
-    return p + (x * x >= np.left_shift(np.int64(1), 2 * p + 1))
+    T = np.array(log2_thresholds(frac_bits), dtype=np.int64)          # (31, 2^b)
+    return (p << frac_bits) + (x[..., None] >= T[p]).sum(axis=-1)
 
 
-def log2_code(den, e_lo, code_bits: int = F.log2_code.bits) -> tuple[np.ndarray, np.ndarray]:
-    """SPEC 5.4: ``e = clamp(round_log2(den), e_lo, e_lo + 2^code_bits - 1)``, ``round_log2(0) = e_lo``.
+def log2_code(den, e_lo, code_bits: int = F.log2_code.bits, frac_bits: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """SPEC 5.4: the divisor's step ``h = round_log2(den, b)`` (``b = frac_bits`` mantissa bits),
+    clamped to ``[2^b e_lo, 2^b e_lo + 2^(code_bits + b) - 1]``; ``den = 0`` gives the low end.
 
-    Returns ``(e, code)`` with ``code = e - e_lo`` in [0, 2^code_bits - 1].
+    Returns ``(e, code)``: ``e = h >> b`` (the shift), ``code = h - 2^b e_lo`` (``code_bits + b``
+    bits; its low ``b`` bits are the fraction ``f``, which picks the output multiplier row).
     """
     den = _int(den, "log2_code: den")
     e_lo = int(_int(e_lo, "log2_code: e_lo"))
     _check_range(den, 0, (1 << 31) - 1, "log2_code: den")
-    e = np.where(den > 0, round_log2(np.maximum(den, 1)), e_lo)
-    e = np.clip(e, e_lo, e_lo + (1 << code_bits) - 1)
-    return e, e - e_lo
+    h_lo = e_lo << frac_bits
+    h = np.where(den > 0, round_log2(np.maximum(den, 1), frac_bits), h_lo)
+    h = np.clip(h, h_lo, h_lo + (1 << (code_bits + frac_bits)) - 1)
+    return h >> frac_bits, h - h_lo
 
 
-def attention_divide(num, e, M_o, n_o, z_out, lo: int = A_LO, hi: int = A_HI) -> np.ndarray:
+def attention_divide(num, e, M_o, n_o, z_out, lo: int = A_LO, hi: int = A_HI, f=None, M_o1=None,
+                     n_o1=None) -> np.ndarray:
     """SPEC 5.5: ``clamp(z_out + rshift_round(num[n,j] * M_o[j], n_o[j] + e[n]), lo, hi)``.
 
     ``num`` ``(..., N, d)``, ``e`` ``(..., N)``; ``M_o, n_o, z_out`` scalars
     or per column ``(d,)``.  The total shift ``n_o + e`` must lie in [0, 63].
+    With the divisor's mantissa bit, ``f`` ``(..., N)`` (the code's low bit) picks ``(M_o1, n_o1)``
+    (``M_o 2^-n_o`` times 3/4, for the divisor (4/3) 2^e) where it is 1.
     """
     num, e = _int(num, "attention_divide: num"), _int(e, "attention_divide: e")
     M, n, z = (_int(v, f"attention_divide: {k}") for v, k in ((M_o, "M_o"), (n_o, "n_o"), (z_out, "z_out")))
+    if f is not None:
+        if M_o1 is None or n_o1 is None:
+            raise ValueError("attention_divide: a fraction f needs the second multiplier row M_o1, n_o1")
+        f = _int(f, "attention_divide: f")[..., None] != 0
+        M1, n1 = _int(M_o1, "attention_divide: M_o1"), _int(n_o1, "attention_divide: n_o1")
+        _check_range(M1, 0, (1 << MULT_BITS) - 1, "attention_divide: M_o1")
+        M, n = np.where(f, M1, M), np.where(f, n1, n)
     _check_acc(num, ACC_BITS, "attention_divide: num")
     _check_range(M, 0, (1 << MULT_BITS) - 1, "attention_divide: M_o")
     shift = n + e[..., None]
@@ -402,15 +417,16 @@ def attention_divide(num, e, M_o, n_o, z_out, lo: int = A_LO, hi: int = A_HI) ->
 
 
 def attention_out(q, z_q, kv, ks, M_o, n_o, e_lo, z_out, code_bits: int = F.log2_code.bits, lo: int = A_LO, hi: int = A_HI,
-                  return_all: bool = False):
+                  return_all: bool = False, frac_bits: int = 0, M_o1=None, n_o1=None):
     """SPEC 5.3-5.5 in one call: q times kv and ks, the divisor's log2 code, the shift division.
 
     Returns the output codes ``(..., N, d)``; with ``return_all`` a dict with
     ``out, num, den, e, code``.
     """
     num, den = attention_num_den(q, z_q, kv, ks)
-    e, code = log2_code(den, e_lo, code_bits)
-    out = attention_divide(num, e, M_o, n_o, z_out, lo, hi)
+    e, code = log2_code(den, e_lo, code_bits, frac_bits)
+    f = (code & ((1 << frac_bits) - 1)) if frac_bits else None
+    out = attention_divide(num, e, M_o, n_o, z_out, lo, hi, f=f, M_o1=M_o1, n_o1=n_o1)
     if return_all:
         return {"out": out, "num": num, "den": den, "e": e, "code": code}
     return out

@@ -56,7 +56,8 @@ def param_values(op: Op, node: dict) -> dict[str, np.ndarray]:
         return dict(z_k=node["z_k"], z_v=node["z_v"], M_kv=node["M_kv"], n_kv=node["n_kv"], M_ks=node["M_ks"],
                     n_ks=node["n_ks"])
     if e == "divide":
-        return dict(z_q=node["z_q"], M_o=node["M_o"], n_o=node["n_o"], e_lo=node["e_lo"], z_out=node["z_out"])
+        half = {k: node[k] for k in ("M_o1", "n_o1") if node.get("frac_bits", 0)}
+        return dict(z_q=node["z_q"], M_o=node["M_o"], n_o=node["n_o"], e_lo=node["e_lo"], z_out=node["z_out"], **half)
     if e == "add":
         return {k: ch(node[k]) for k in ("z_a", "z_b", "Ma", "Mb", "n", "z_out")}
     if e == "pool":
@@ -190,7 +191,9 @@ def _attention_node(op: Op, p: dict) -> dict:
                     n_kv=p["n_kv"].reshape(H, 1, d), M_ks=p["M_ks"].reshape(H, 1), n_ks=p["n_ks"].reshape(H, 1))
     else:
         node.update(z_q=p["z_q"][0], M_o=p["M_o"].reshape(H, 1, d), n_o=p["n_o"].reshape(H, 1, d),
-                    e_lo=p["e_lo"][0], z_out=p["z_out"][0])
+                    e_lo=p["e_lo"][0], z_out=p["z_out"][0], frac_bits=g.get("div_frac", 0))
+        if g.get("div_frac", 0):
+            node.update(M_o1=p["M_o1"].reshape(H, 1, d), n_o1=p["n_o1"].reshape(H, 1, d))
     return node
 
 

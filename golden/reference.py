@@ -18,6 +18,26 @@ from arch import formats
 from arch import ir as arch_ir
 
 
+def log2_divisor(d_int, e_lo: float, code_bits: int, frac: int = 0):
+    """The quantized divisor of SPEC 5.4 in units of ``s_q s_ks``, real-valued (torch, any float dtype):
+    the step of ``LOG2_STEPS[frac]`` 2^e nearest ``d_int`` (the integer divisor) in log2, within the code
+    window from ``2^e_lo``; 0 gives ``2^e_lo``. Returns ``(divisor, e)`` (``e`` the exponent)."""
+    import torch
+    steps = formats.LOG2_STEPS[frac]
+    m = len(steps)
+    x = d_int.clamp(min=1)
+    p = torch.floor(torch.log2(x))
+    h = p * m
+    for k in range(m):                      # the thresholds: geometric means of neighbouring steps
+        nxt = float(steps[k + 1]) if k + 1 < m else 2.0
+        h = h + (x >= torch.exp2(p) * (float(steps[k]) * nxt) ** 0.5).to(x.dtype)
+    lo = float(e_lo) * m
+    h = torch.where(d_int > 0, h, torch.full_like(h, lo)).clamp(lo, lo + m * 2 ** code_bits - 1)
+    e = torch.floor(h / m)
+    mant = torch.tensor([float(s) for s in steps], dtype=x.dtype)[(h - e * m).long()]
+    return torch.exp2(e) * mant, e
+
+
 class Reference:
     """``Reference(ir)(pixels)`` -> int16 logit codes ``(N, classes)`` of uint8 images ``(N, 3, H, W)``."""
 
@@ -107,11 +127,9 @@ class Reference:
         den = qr @ ks.unsqueeze(-1)
         s_q = float(np.abs(np.asarray(self.T[node["input"]]["scale"], np.float64)).reshape(-1)[0])
         unit = s_q * torch.as_tensor(np.abs(np.asarray(self.T[node["ks"]]["scale"], np.float64))).view(1, -1, 1, 1)
-        d_int = torch.round(den / unit)
-        e = torch.round(torch.log2(d_int.clamp(min=1)))
-        lo = float(node["e_lo"])
-        e = torch.where(d_int > 0, e, torch.full_like(e, lo)).clamp(lo, lo + 2 ** int(node["log2_bits"]) - 1)
-        out = num / (torch.exp2(e) * unit)
+        div, _ = log2_divisor(torch.round(den / unit), node["e_lo"], int(node["log2_bits"]),
+                              int(node.get("log2_frac", 0)))
+        out = num / (div * unit)
         return out.transpose(-1, -2).reshape(B, H * d, h, w)
 
     def __call__(self, pixels: np.ndarray, keep: bool = False):

@@ -6,6 +6,7 @@ on ../shared/assets; the table sits between the BENCH-QUANT markers of the READM
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 import shlex
@@ -25,12 +26,25 @@ ROWS = [
     ("migration + shifting", dict(w=8, a=8, it=0), "--no_log2"),
     ("migration + log2 divisor", dict(w=8, a=8, it=0), "--no_shift"),
     ("Trio-ViT W8A8", dict(w=8, a=8, it=0), ""),
+    # the divisor's mantissa bit ({1, 4/3} 2^e, golden/SPEC.md 5.4) off: Trio-ViT's powers of two
+    ("Trio-ViT W8A8, powers-of-two divisor", dict(w=8, a=8, it=0), "--no_log2_mantissa"),
     ("vanilla W8A8 + reconstruction", dict(w=8, a=8, it=500), "--vanilla"),
     ("Trio-ViT W8A8 + reconstruction", dict(w=8, a=8, it=500), ""),
     ("Trio-ViT W4A8 + reconstruction", dict(w=4, a=8, it=500), ""),
     ("Trio-ViT W6A6 + reconstruction", dict(w=6, a=6, it=500), ""),
 ]
 BEGIN, END = "<!-- BENCH-QUANT:BEGIN -->", "<!-- BENCH-QUANT:END -->"
+
+
+def code_digest() -> str:
+    """A digest of the sources a row's figures depend on (quant/, golden/, arch/, the CLI): a reused
+    result measured on other sources is marked as such in the table."""
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha1()
+    for f in sorted([root / "main_imagenet.py"] + [p for d in ("quant", "golden", "arch")
+                                                    for p in (root / d).glob("*.py")]):
+        h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()[:12]
 
 
 def row_dir(label: str) -> str:
@@ -103,6 +117,7 @@ def main(argv=None) -> int:
     if a.readme:  # fail now, not after an hour of runs
         replace_table(Path(a.readme).read_text(), "", a.readme)
     results = []
+    digest = code_digest()
     for i, (label, kw, extra) in enumerate(ROWS, 1):
         out = Path(a.out) / row_dir(label)
         args = row_args(assets, kw, extra) + ["--output", str(out), "--no_progress"]
@@ -114,8 +129,10 @@ def main(argv=None) -> int:
             r = json.loads(done.read_text())
             if r.get("cmd") == cmd and r.get("max_val") == a.max_val:
                 stale = " (stale: from before the integer model was evaluated)" if "integer_model" not in r else ""
+                if r.get("code") != digest:
+                    stale += f" (measured on other sources: {r.get('code', 'before digests')} vs {digest})"
                 print(f"[{i}/{len(ROWS)}] {label}: reusing {done}{stale} (--force reruns it)", flush=True)
-                results.append(r)
+                results.append(dict(r, current=r.get("code") == digest))
                 continue
         if i not in wanted:
             continue
@@ -126,9 +143,9 @@ def main(argv=None) -> int:
             print(f"row {i} failed (exit {proc.returncode})", file=sys.stderr)
             return proc.returncode
         r = json.loads((out / "results.json").read_text())
-        r.update(label=label, wall_s=time.time() - t, cmd=cmd, max_val=a.max_val)
+        r.update(label=label, wall_s=time.time() - t, cmd=cmd, max_val=a.max_val, code=digest)
         done.write_text(json.dumps(r, indent=2, default=float))
-        results.append(r)
+        results.append(dict(r, current=True))
     table = format_table(results)
     print(table)
     if a.readme:
@@ -179,12 +196,18 @@ def format_table(results: list[dict]) -> str:
         if note is not None:
             note = "stale" if note == "stale" else _short_reason(note)
             notes.setdefault(note, []).append(label)
-        lines.append(f"| {r['label']} | W{r['n_bits_w']}A{r['n_bits_a']} | " + " | ".join(cells) +
+        mark = "" if r.get("current", True) else " †"
+        lines.append(f"| {r['label']}{mark} | W{r['n_bits_w']}A{r['n_bits_a']} | " + " | ".join(cells) +
                      f" | {r['wall_s'] / 60:.1f} min | `{r['cmd']}` |")
     if results:
         lines.append(f"\nTop-1, top-5, drop and agreement are the integer model's (golden/fast.py, bit for bit "
                      f"what the hardware computes); fake-quant top-1 is the float32 fake-quant model's. "
                      f"Float top-1 {results[0]['fp_top1']:.2f} on {results[0].get('n_val', 'the')} val images.")
+    old = [r["label"] for r in results if not r.get("current", True)]
+    if old:
+        lines.append(f"\n†: {', '.join(old)}: measured on earlier sources of quant/, golden/ or arch/ "
+                     f"(before the last change that could move them); `make bench-quant BENCH_ARGS='--force "
+                     f"--rows N'` reruns them.")
     for note, labels in notes.items():
         if note == "stale":
             lines.append(f"\n`- (stale)`: {', '.join(labels)}: results from before the integer model was "

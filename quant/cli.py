@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no expected-error bias correction of the weights' rounding (on by default; int32 biases only)")
     g.add_argument("--vanilla", action="store_true", help="none of the three Trio-ViT techniques (nor bias correction)")
     g.add_argument("--log2_bits", type=int, default=4, help="bits of the divisor's exponent code")
+    g.add_argument("--no_log2_mantissa", action="store_true",
+                   help="the divisor in powers of two, as Trio-ViT (default: {1, 4/3} 2^e, one more "
+                        "multiplier row per column in the divider)")
     g.add_argument("--log2_clamp", type=int, nargs=2, default=None, metavar=("LO", "HI"),
                    help="fixed exponent window of the divisor (integer units); default: calibrated")
     g = p.add_argument_group("reconstruction")
@@ -98,7 +101,7 @@ def config_from_args(a: argparse.Namespace) -> QuantConfig:
         n_bits_w=a.n_bits_w, n_bits_a=a.n_bits_a, channel_wise=a.channel_wise, act_quant=a.act_quant,
         weight_symmetric=a.recipe == "hardware", keep_8bit_head_stem=not a.disable_8bit_head_stem, p=a.p,
         migration=not (a.no_migration or a.vanilla), shift=not (a.no_shift or a.vanilla),
-        log2=not (a.no_log2 or a.vanilla), log2_bits=a.log2_bits,
+        log2=not (a.no_log2 or a.vanilla), log2_bits=a.log2_bits, log2_frac=0 if a.no_log2_mantissa else 1,
         bias_correction=not (a.no_bias_correction or a.vanilla),
         log2_clamp=tuple(a.log2_clamp) if a.log2_clamp else None,
         iters_w=a.iters_w, weight=a.weight, b_start=a.b_start, b_end=a.b_end, warmup=a.warmup,

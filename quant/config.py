@@ -24,6 +24,9 @@ class QuantConfig:
     shift: bool = True
     log2: bool = True
     log2_bits: int = 4
+    # 1: the divisor with a mantissa bit, {1, 4/3} 2^e (a second output multiplier row per column;
+    # golden/SPEC.md 5.4); 0: powers of two, Trio-ViT's divisor
+    log2_frac: int = 1
     log2_clamp: tuple[int, int] | None = None  # integer exponent range; None = calibrated
     migration_clip: tuple[float, float] = (0.1, 64.0)
     # Expected-error bias correction of the weights' rounding (int32 biases only; hardware-free)
@@ -52,6 +55,8 @@ class QuantConfig:
             raise ValueError(f"pre-activation bits {self.preact_bits} not supported (2..16)")
         if not 1 <= self.log2_bits <= 8:
             raise ValueError(f"log2 divisor code of {self.log2_bits} bits is not supported (1..8)")
+        if self.log2_frac not in (0, 1):
+            raise ValueError(f"log2 divisor mantissa bits {self.log2_frac} not supported (0 or 1)")
         if self.log2_clamp is not None:
             lo, hi = self.log2_clamp
             if hi - lo + 1 > 2 ** self.log2_bits or hi < lo:

@@ -66,7 +66,8 @@ def quantize(model: nn.Module, calib: Iterable, cfg: QuantConfig | None = None,
     if cfg.act_quant:
         set_act_quant(qmodel, True)
         if cfg.log2:
-            report["log2_ranges"] = set_log2_ranges(qmodel, batches[:4], cfg.log2_bits, cfg.log2_clamp)
+            report["log2_ranges"] = set_log2_ranges(qmodel, batches[:4], cfg.log2_bits, cfg.log2_clamp,
+                                                      cfg.log2_frac)
         if cfg.iters_a > 0:
             t = time.time()
             report["reconstruction_act"] = reconstruct(qmodel, fp_model, images, cfg, "act", progress)

@@ -108,7 +108,8 @@ def build_graph(qmodel: QEfficientViT, quantized: bool = True, weight_bits: int 
                     out_channel_offset=i * blk.heads * blk.dim, heads=blk.heads, dim=blk.dim,
                     kv=g.tensor(f"{core.name}.kv", core.kv_q, None),
                     ks=g.tensor(f"{core.name}.ks", core.ks_q, None),
-                    log2=core.log2, log2_bits=core.log2_bits, e_lo=int(core.e_lo), eps=core.eps))
+                    log2=core.log2, log2_bits=core.log2_bits, log2_frac=core.log2_frac, e_lo=int(core.e_lo),
+                    eps=core.eps))
             x = g.add(blk.add, g.op(blk.proj, att), x, blk.proj.weight.shape[0])
         elif isinstance(blk, QHead):
             y = g.op(blk.in_conv, x)
@@ -135,7 +136,7 @@ def _flags(qmodel: QEfficientViT) -> dict:
         weight={op.name: dict(bits=op.wq.bits, symmetric=op.wq.symmetric, channel_wise=op.wq.channel_wise,
                               mode=op.wq.mode, enabled=op.wq.enabled)
                 for op in qmodel.weight_ops() if op.wq is not None},
-        cores={c.name: dict(log2=c.log2, log2_bits=c.log2_bits) for c in qmodel.attn_cores()},
+        cores={c.name: dict(log2=c.log2, log2_bits=c.log2_bits, log2_frac=c.log2_frac) for c in qmodel.attn_cores()},
     )
 
 
@@ -204,6 +205,7 @@ def load_quantized(path: str | Path) -> tuple[QEfficientViT, dict]:
         q.bits, q.signed, q.enabled = f["bits"], f["signed"], f["enabled"]
     for c in qm.attn_cores():
         c.log2, c.log2_bits = flags["cores"][c.name]["log2"], flags["cores"][c.name]["log2_bits"]
+        c.log2_frac = flags["cores"][c.name].get("log2_frac", 0)     # files from before the half-step divisor
     return qm.eval(), obj
 
 

@@ -13,6 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from golden.reference import log2_divisor
+
 from .data import IMAGENET_MEAN, IMAGENET_STD
 from .quantizers import ActQuantizer, WeightQuantizer
 
@@ -186,6 +188,8 @@ class QAttnCore(nn.Module):
         self.ks_q = ActQuantizer(f"{name}.ks", bits_a, groups=heads, bshape=(1, heads, 1), min_zero=True)
         self.log2_bits = log2_bits
         self.log2 = False
+        # 1: the divisor with a mantissa bit, {1, 4/3} 2^e (golden/SPEC.md 5.4); 0: powers of two
+        self.log2_frac = 0
         self.register_buffer("e_lo", torch.zeros((), dtype=torch.long))
         self.observe_e = False
         self.e_seen: list[int] = []
@@ -208,9 +212,8 @@ class QAttnCore(nn.Module):
                 pos = d_int > 0
                 if pos.any():
                     self.e_seen += [int(e[pos].min()), int(e[pos].max())]
-            lo = self.e_lo.float()
-            e = torch.where(d_int > 0, e, lo).clamp(lo, lo + 2 ** self.log2_bits - 1)
-            div = den + (torch.exp2(e) * unit - den).detach()     # straight-through
+            q_div, _ = log2_divisor(d_int, float(self.e_lo), self.log2_bits, self.log2_frac)
+            div = den + (q_div * unit - den).detach()     # straight-through
             return num / div
         return num / (den + self.eps)
 

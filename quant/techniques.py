@@ -95,11 +95,12 @@ def apply_shift(qmodel: QEfficientViT, stats: dict) -> None:
 
 @torch.no_grad()
 def set_log2_ranges(qmodel: QEfficientViT, batches: Iterable[torch.Tensor], bits: int,
-                    clamp: tuple[int, int] | None) -> dict[str, tuple[int, int]]:
-    """Choose each divisor's exponent window [e_lo, e_lo + 2^bits - 1] (keeping the largest divisors)."""
+                    clamp: tuple[int, int] | None, frac: int = 0) -> dict[str, tuple[int, int]]:
+    """Choose each divisor's exponent window [e_lo, e_lo + 2^bits - 1] (keeping the largest divisors);
+    `frac` 1 gives the divisor a mantissa bit ({1, 4/3} 2^e) within it."""
     cores = qmodel.attn_cores()
     for c in cores:
-        c.log2, c.log2_bits = True, bits
+        c.log2, c.log2_bits, c.log2_frac = True, bits, frac
     ranges = {}
     if clamp is not None:
         for c in cores:

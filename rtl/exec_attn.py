@@ -48,7 +48,8 @@ from rtl.staged import Core, RowRun, ScalarFetch, StagedExecutor, drain_state
 
 # the unit's table rows of each half: (epilogue, multiplier table, shift table, rows "HD" or "H")
 KV_TABLES = (("kv", "M_kv", "n_kv", "HD"), ("kv", "M_ks", "n_ks", "H"))
-QKV_TABLES = (("divide", "M_o", "n_o", "HD"),)
+# (the rows of the divisor's mantissa bit, "HDF", only when the operation has it)
+QKV_TABLES = (("divide", "M_o", "n_o", "HD"), ("divide", "M_o1", "n_o1", "HDF"))
 
 
 class AttnCore(Core):
@@ -88,7 +89,8 @@ class AttnCore(Core):
             m.d.comb += getattr(fs.addr, name).eq(self.p_off + offs[epi][name])
         m.d.comb += [fs.rdata.eq(self.rdata), fr.rdata.eq(self.rdata)]
         sv = fs.value
-        m.d.comb += dv.e_lo.eq(sv.e_lo)
+        mant = Signal()                                 # the divisor's mantissa bit (SPEC 5.4)
+        m.d.comb += [mant.eq(R.geom(rec, "div_frac") != 0), dv.e_lo.eq(sv.e_lo), dv.frac.eq(mant)]
 
         # --- geometry --------------------------------------------------------------------------------
         x, qkv_out = R.operand(rec, 0), R.operand(rec, 3)
@@ -98,7 +100,7 @@ class AttnCore(Core):
         expect, written = Signal(48), Signal(48)
         pcount, jcount = Signal(33), Signal(17)
         rows_total = Signal(33)
-        m.d.comb += rows_total.eq(HD + Mux(kv, H, 0))
+        m.d.comb += [rows_total.eq(HD + Mux(kv, H, Mux(mant, HD, 0))), dv.f_rows.eq(HD)]
         wide = Cat(*[R.operand(rec, i).bits > 8 for i in range(3)]).any() | (~kv & (qkv_out.bits > 8))
         bad = Signal()
         m.d.comb += bad.eq((H == 0) | (d == 0) | (ntok == 0) | (chunks > cfg.mat_wbuf_words)
@@ -224,7 +226,7 @@ class AttnCore(Core):
             m.d.sync += written.eq(written + 1)
 
         # --- the sequence --------------------------------------------------------------------------
-        r, tbl, grp = Signal(32), Signal(range(len(KV_TABLES) + 1)), Signal(32)
+        r, tbl, grp = Signal(32), Signal(range(max(len(KV_TABLES), len(QKV_TABLES)) + 1)), Signal(32)
         for half, tables in ((kv, KV_TABLES), (~kv, QKV_TABLES)):
             for i, (epi, tm, tn, _) in enumerate(tables):      # row r of table pair tbl
                 with m.If(half & (tbl == i)):
@@ -286,9 +288,13 @@ class AttnCore(Core):
                     m.next = "ROW"
                     for half, tables in ((kv, KV_TABLES), (~kv, QKV_TABLES)):
                         for i, (_, _, _, rows) in enumerate(tables):
-                            with m.If(half & (tbl == i) & (r == (HD if rows == "HD" else H) - 1)):
+                            with m.If(half & (tbl == i) & (r == (H if rows == "H" else HD) - 1)):
                                 m.d.sync += [r.eq(0), tbl.eq(i + 1)]
-                                if i == len(tables) - 1:
+                                if i + 1 < len(tables) and tables[i + 1][3] == "HDF":
+                                    with m.If(~mant):       # no rows of the mantissa bit: done
+                                        m.d.sync += h.eq(0)
+                                        m.next = "HEAD"
+                                elif i == len(tables) - 1:
                                     m.d.sync += h.eq(0)
                                     m.next = "HEAD"
             with m.State("HEAD"):

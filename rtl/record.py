@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth import Signal, Value
+from amaranth import Mux, Signal, Value
 
 from arch import encoding
 from arch.config import AccelConfig
@@ -123,8 +123,9 @@ def param_offsets(m, record: Value, epilogue: str, cfg: AccelConfig) -> dict[str
     the tables follow each other in ``PARAMS`` order, each on an ``ALIGN`` boundary (as
     arch/program.py lays them out), with lengths from the record's channel range and geometry."""
     F = formats(cfg)
-    sizes = {"C": oc1(record) - oc0(record), "CIN": geom(record, "cin"),
-             "HD": geom(record, "heads") * geom(record, "dim"), "H": geom(record, "heads"), 1: 1}
+    hd = geom(record, "heads") * geom(record, "dim")
+    sizes = {"C": oc1(record) - oc0(record), "CIN": geom(record, "cin"), "HD": hd, "H": geom(record, "heads"),
+             "HDF": Mux(geom(record, "div_frac") != 0, hd, 0), 1: 1}
     out, off = {}, 0
     for name, fmt, count in PARAMS[epilogue]:
         s = Signal(32, name=f"poff_{epilogue}_{name}")

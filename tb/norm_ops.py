@@ -181,8 +181,9 @@ def residual_add(cfg, case: str, kw: dict, out, **run) -> dict:
 
 # ------------------------------------------------------------------ SPEC 5 steps 4-5
 def attention_divide(cfg, case: str, kw_code: dict, code_out: dict, kw_div: dict, out, **run) -> dict:
-    """golden.ops.log2_code(den, e_lo, code_bits) then attention_divide(num, e, M_o, n_o, z_out, lo, hi)
-    on rtl.divider.Log2Divider (which computes the code from ``den`` itself)."""
+    """golden.ops.log2_code(den, e_lo, code_bits, frac_bits) then attention_divide(num, e, M_o, n_o, z_out,
+    lo, hi[, f, M_o1, n_o1]) on rtl.divider.Log2Divider (which computes the code from ``den`` itself);
+    with the mantissa bit the rows of ``M_o1, n_o1`` follow those of ``M_o, n_o``."""
     L = cfg.mat_lanes
     code_bits = int(kw_code.get("code_bits", 4))
     if code_bits != cfg.log2_code_bits:
@@ -195,14 +196,20 @@ def attention_divide(cfg, case: str, kw_code: dict, code_out: dict, kw_div: dict
     if den.shape[0] != num.shape[0]:
         raise ValueError(f"log2_code has {den.shape[0]} tokens, attention_divide {num.shape[0]}")
     lo, hi = int(kw_div.get("lo", A.lo)), int(kw_div.get("hi", A.hi))
+    frac = int(kw_code.get("frac_bits", 0))
     M, n, z = (pad_channels(_per_channel(kw_div[k], d), L, 0) for k in ("M_o", "n_o", "z_out"))
     n[d:] = max(0, -int(kw_code["e_lo"]))
     groups = -(-d // L)
+    if frac:
+        M1, n1 = (pad_channels(_per_channel(kw_div[k], d), L, 0) for k in ("M_o1", "n_o1"))
+        n1[d:] = n[d:]
+        M, n, z = np.concatenate([M, M1]), np.concatenate([n, n1]), np.concatenate([z, z])
     beats = _beats(num, L, "num", extra=lambda r, g: {"den": int(den[r])})
     exp = [{"q": b["q"], "tag": int(code[i // groups])}
            for i, b in enumerate(_beats(_i64(out).reshape(-1, d), L, "q", group=False, masked=True))]
     res = run_stream_case("divider", "rtl.divider:Log2Divider", cfg, case, inputs={"i": beats},
-                          expected={"o": exp}, ports={"e_lo": int(kw_code["e_lo"]), "lo": lo, "hi": hi},
+                          expected={"o": exp}, ports={"e_lo": int(kw_code["e_lo"]), "lo": lo, "hi": hi,
+                                                      "frac": frac, "f_rows": groups},
                           prm={"prm": param_rows(L, m=M, n=n, z=z)},
                           op=_op("attention_divide", L, len(beats), Log2Divider.LATENCY, tokens=num.shape[0], d=d),
                           row_groups=groups, **run)

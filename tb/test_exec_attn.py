@@ -49,7 +49,8 @@ def network_case(k: int):
     return prog, prog.ops[k], states[k], states[k + 1]
 
 
-def synthetic_case(cfg, opcode: str, heads: int, dim: int, h: int, w: int, out_offset: int = 0, seed: int = 1):
+def synthetic_case(cfg, opcode: str, heads: int, dim: int, h: int, w: int, out_offset: int = 0, seed: int = 1,
+                   frac: int = 0):
     """An attention half of any shape on random codes and parameters (golden/SPEC.md section 5
     ranges), alone in a small DRAM image: (program, op, DRAM before, DRAM after by golden/)."""
     from golden import execute, program as gp
@@ -73,13 +74,14 @@ def synthetic_case(cfg, opcode: str, heads: int, dim: int, h: int, w: int, out_o
         addr = _align(addr + int(np.prod(shape)))
     epi = "kv" if kv_half else "divide"
     geom = dict(cin=3 * HD, cout=HD, h=h, w=w, oh=h, ow=w, heads=heads, dim=dim, kv_bits=8, code_bits=4,
-                out_offset=0 if kv_half else out_offset)
+                out_offset=0 if kv_half else out_offset, **({"div_frac": frac} if frac else {}))
     op = Op(0, opcode, "s", 0, ins, outs, epi, 0, HD, geom, *((-127, 127) if kv_half else (0, 255)))
     values = dict(z_k=[rng.integers(60, 140)], z_v=[rng.integers(60, 140)], M_kv=rng.integers(1 << 30, 1 << 31, HD),
                   n_kv=rng.integers(38, 44, HD), M_ks=rng.integers(1 << 30, 1 << 31, heads),
                   n_ks=rng.integers(33, 37, heads), z_q=[rng.integers(60, 140)],
                   M_o=rng.integers(1 << 30, 1 << 31, HD), n_o=rng.integers(26, 30, HD), e_lo=[8],
-                  z_out=[rng.integers(100, 150)])
+                  z_out=[rng.integers(100, 150)], M_o1=rng.integers(1 << 30, 1 << 31, HD),
+                  n_o1=rng.integers(26, 30, HD))
     for prm in param_tables(op, cfg):
         op.params.append(dataclasses.replace(prm, addr=addr))
         addr = _align(addr + prm.bytes)
@@ -250,6 +252,14 @@ def test_core_alone_is_bit_exact_on_two_heads(opcode, preset):
     cfg = PRESETS[preset]
     case = synthetic_case(cfg, opcode, heads=2, dim=5, h=3, w=3, out_offset=2)
     _check(AttnCore, case, cfg, what=f"{preset} {opcode}")
+
+
+def test_qkv_core_with_the_divisor_mantissa_bit():
+    """The divisor's mantissa bit (SPEC 5.4) on two heads: both rows of every column's multiplier,
+    loaded after the first, picked per token."""
+    case = synthetic_case(PRESETS["tiny"], "MAT.ATTN_QKV", heads=2, dim=5, h=3, w=3, out_offset=2, frac=1)
+    assert sum(p.name == "M_o1" for p in case[1].params) == 1
+    _check(AttnCore, case, PRESETS["tiny"], what="tiny MAT.ATTN_QKV, mantissa bit")
 
 
 def test_kv_core_refuses_more_tokens_than_the_weight_buffer():

@@ -88,7 +88,9 @@ def replay_record(cfg, vec_dir: Path, rec: dict, by_index: dict, max_rows: int |
             if max_rows and nh.shape[0] > max_rows:
                 idx = np.linspace(0, nh.shape[0] - 1, max_rows).round().astype(int)
                 nh, oh, dh, ch = nh[idx], oh[idx], dh[idx], ch[idx]
-            kw_h = dict(kw, num=nh, **{k: per_head(kw[k], h) for k in ("M_o", "n_o", "z_out")})
+            # (f, the mantissa bit's row choice, the divider computes from den itself)
+            kw_h = dict({k: v for k, v in kw.items() if k != "f"}, num=nh,
+                        **{k: per_head(kw[k], h) for k in ("M_o", "n_o", "z_out", "M_o1", "n_o1") if k in kw})
             res = norm_ops.attention_divide(cfg, f"{case}_h{h}", dict(kw_code, den=dh), {"code": ch}, kw_h, oh,
                                             **run)
             if "tensor" in res:

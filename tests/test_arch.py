@@ -62,6 +62,29 @@ def test_a_model_wider_than_the_machine_is_refused_by_name():
     arch_ir.check_formats(ir, AccelConfig(act_bits=10))      # narrower than the machine: fine
 
 
+def test_divisor_mantissa_bits_beyond_the_machine_are_refused():
+    ir = _tiny_ir()
+    assert [n.get("log2_frac", 0) for n in ir["nodes"] if n["op"] == "attention"] == [0, 1]
+    ir["nodes"][[n["op"] for n in ir["nodes"]].index("attention")]["log2_frac"] = 2
+    with pytest.raises(ValueError, match="'mla.attn0': the divisor has 2 mantissa bits; the machine takes 0..1"):
+        arch_ir.check_formats(ir, AccelConfig())
+
+
+def test_the_mantissa_bit_reaches_the_program_and_its_binary():
+    """attn1 of the test network has the mantissa bit: its divide op carries div_frac and the second
+    multiplier rows, through the binary encoding and back; attn0's op has neither."""
+    from arch import encoding
+    prog = compile_ir(_tiny_ir(), PRESETS["tiny"])
+    qkv = [op for op in prog.ops if op.opcode == "MAT.ATTN_QKV"]
+    assert [op.geom.get("div_frac", 0) for op in qkv] == [0, 1]
+    assert [[p.name for p in op.params][-2:] for op in qkv] == [["e_lo", "z_out"], ["M_o1", "n_o1"]]
+    buf = np.zeros(prog.dram_bytes, np.uint8)
+    blob = np.frombuffer(encoding.encode(prog), np.uint8)
+    buf[prog.program_addr:prog.program_addr + blob.size] = blob
+    back = encoding.decode(buf, prog.program_addr, prog.config)
+    assert [op.geom.get("div_frac", 0) for op in back.ops if op.opcode == "MAT.ATTN_QKV"] == [0, 1]
+
+
 def test_ir_v2_files_still_read():
     ir = _tiny_ir()
     old = dict(ir, version=2)

@@ -121,6 +121,11 @@ def test_round_log2_matches_ops_at_every_threshold():
                         RNG.integers(1, 2 ** 31, 1000)])
     x = x[(x >= 1) & (x < 2 ** 31)]
     assert np.array_equal(fast.round_log2(torch.as_tensor(x)).numpy(), ops.round_log2(x))
+    from arch.formats import log2_thresholds           # and the divisor's mantissa bit's thresholds
+    t = np.array(log2_thresholds(1)).reshape(-1)
+    xm = np.concatenate([x, t - 1, t, t + 1])
+    xm = xm[(xm >= 1) & (xm < 2 ** 31)]
+    assert np.array_equal(fast.round_log2(torch.as_tensor(xm), 1).numpy(), ops.round_log2(xm, 1))
 
 
 # --------------------------------------------------------------------------- golden eval and the real proxy

@@ -98,7 +98,7 @@ def tiny_ir(stem_per_channel: bool = False, w_bits: int = 8, a_bits: int = 8) ->
         T[f"mla.attn{i}.ks"] = act(np.full(H, 0.6) / g, 0, bits=a_bits)
         N.append(dict(op="attention", name=f"mla.attn{i}", input=src, output="mla.attn_out",
                       out_channel_offset=i * H * d, heads=H, dim=d, kv=f"mla.attn{i}.kv", ks=f"mla.attn{i}.ks",
-                      log2=True, log2_bits=4, e_lo=4, eps=1e-15))
+                      log2=True, log2_bits=4, log2_frac=i, e_lo=4, eps=1e-15))   # the mantissa bit on branch 1
     T["mla.attn_out"]["channels"] = 2 * H * d
     N.append(wmac("mla.proj", "pointwise", "mla.attn_out", A("mla.proj.out", 0.05, 128), 8, 8, 1, acc_grid=0.03))
     N.append(dict(op="add", name="mla.add", inputs=["mla.proj.out", "mb.add.out"], output=A("mla.add.out", 0.08, 110)))
@@ -191,9 +191,12 @@ def emulate_attention(node, ir, env):
     s_q = float(np.abs(T[node["input"]]["scale"].numpy()).reshape(-1)[0])
     unit = s_q * s_ks
     dint = np.floor(den / unit + 0.5)
-    e = np.where(dint > 0, np.floor(np.log2(np.maximum(dint, 1)) + 0.5), node["e_lo"])
-    e = np.clip(e, node["e_lo"], node["e_lo"] + 15)
-    out = num / (2.0 ** e * unit)[..., None]
+    # the divisor: the value of the code window nearest dint in log2 (brute force over the window)
+    steps = (1.0, 4 / 3) if node.get("log2_frac", 0) else (1.0,)
+    cand = np.array([2.0 ** e * s for e in range(node["e_lo"], node["e_lo"] + 16) for s in steps])
+    pick = np.abs(np.log2(np.maximum(dint, 1))[..., None] - np.log2(cand)).argmin(-1)
+    div = np.where(dint > 0, cand[pick], 2.0 ** node["e_lo"])
+    out = num / (div * unit)[..., None]
     return quant(out.transpose(0, 1, 3, 2).reshape(B, H * d, h, w), T[node["output"]])
 
 

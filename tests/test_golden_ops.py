@@ -325,6 +325,53 @@ def test_log2_code_clamps(den, e_lo):
     assert int(e[0]) == want and int(code[0]) == want - e_lo and 0 <= int(code[0]) <= 15
 
 
+def py_mantissa_step(x: int) -> int:
+    """The index h of the divisor {1, 4/3} 2^e nearest x in log2, by comparing exact rational squares:
+    the candidates 2^p, (4/3) 2^p, 2^(p+1) around x; x vs the geometric mean of two neighbours a, b
+    is x^2 vs a b (no irrational numbers, no floats)."""
+    from fractions import Fraction
+    p = x.bit_length() - 1
+    a, b, c = Fraction(1 << p), Fraction(4, 3) * (1 << p), Fraction(1 << (p + 1))
+    return 2 * p + (x * x >= a * b) + (x * x >= b * c)
+
+
+@SET
+@given(x=st.integers(1, (1 << 31) - 1))
+def test_round_log2_mantissa_bit_is_the_nearest_step(x):
+    h = int(ops.round_log2(np.int64(x), 1))
+    assert h == py_mantissa_step(x)
+    step = lambda k: 2.0 ** (k >> 1) * (4 / 3 if k & 1 else 1.0)      # noqa: E731
+    assert all(abs(math.log2(x / step(h))) <= abs(math.log2(x / step(k))) + 1e-12 for k in (h - 1, h + 1))
+
+
+def test_log2_mantissa_thresholds_both_sides():
+    from arch.formats import log2_thresholds
+    for p in range(1, 31):
+        for t in log2_thresholds(1)[p]:
+            for x in (t - 1, t):
+                if x >= 1 << p:
+                    assert int(ops.round_log2(np.int64(x), 1)) == py_mantissa_step(x), (p, x)
+
+
+@SET
+@given(den=st.integers(0, (1 << 31) - 1), e_lo=st.integers(-6, 16))
+def test_log2_code_mantissa_bit_clamps(den, e_lo):
+    e, code = ops.log2_code(np.array([den]), e_lo, frac_bits=1)
+    h = 2 * e_lo if den == 0 else clamp(py_mantissa_step(den), 2 * e_lo, 2 * e_lo + 31)
+    assert int(e[0]) == h >> 1 and int(code[0]) == h - 2 * e_lo and 0 <= int(code[0]) <= 31
+
+
+def test_attention_divide_mantissa_row():
+    """f = 1 takes (M_o1, n_o1); f = 0 the first row; a missing second row is refused."""
+    num = np.array([[1000, -1000], [1000, -1000]])
+    e, f = np.array([2, 2]), np.array([0, 1])
+    out = ops.attention_divide(num, e, np.array([1 << 30, 1 << 30]), np.array([30, 30]), 0, lo=-999, hi=999,
+                               f=f, M_o1=np.array([3 << 28, 3 << 28]), n_o1=np.array([30, 30]))
+    assert out.tolist() == [[250, -250], [188, -187]]        # 1000 / 4, then 3/4 of it, rounded half up
+    with pytest.raises(ValueError, match="M_o1"):
+        ops.attention_divide(num, e, 1 << 30, 30, 0, f=f)
+
+
 def test_log2_code_divisor_at_clamp_limits():
     e_lo = 3
     lo_edge = [0, 1, 11, 12]                    # round_log2: (e_lo), 0, 3, 4 -> clamp to 3, 3, 3, 4

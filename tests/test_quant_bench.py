@@ -13,7 +13,7 @@ def fake_result(i, top1, fakequant_top1=None):
                 fp_top1=81.43, quant_agreement=90.0, agreement_int_vs_float=90.0, agreement_int_vs_fakequant=95.0,
                 fakequant_top1=top1 + 0.5 if fakequant_top1 is None else fakequant_top1, fakequant_top5=99.0,
                 fakequant_agreement=91.0, integer_model=True, int_logit_sqnr_db=25.0,
-                wall_s=120.0, n_val=1966, cmd=bench.row_command(kw, extra), max_val=None)
+                wall_s=120.0, n_val=1966, cmd=bench.row_command(kw, extra), max_val=None, code=bench.code_digest())
 
 
 def old_result(i, top1):
@@ -52,12 +52,12 @@ def test_table_keeps_bench_order_and_lists_rows_not_run():
 
 def test_old_rows_and_rows_without_integer_model_do_not_crash():
     table = bench.format_table([old_result(7, 80.62), no_integer_result(2, 81.13), no_integer_result(5, 81.49),
-                                fake_result(9, 81.0)])
+                                fake_result(10, 81.0)])
     lines = _rows(table)
     stale = lines[6]
     assert stale.startswith("| Trio-ViT W8A8 | W8A8 | - (stale) | - | - | - | 80.62 |")
     assert lines[1].startswith("| migration only | W8A8 | - | - | - | - | 81.13 |")
-    assert lines[8].startswith("| Trio-ViT W8A8 + reconstruction | W8A8 | 81.00 |")
+    assert lines[9].startswith("| Trio-ViT W8A8 + reconstruction | W8A8 | 81.00 |")
     assert "Trio-ViT W8A8: results from before the integer model" in table
     # rows failing for the same reason share one footnote, without the node's name
     assert "no integer model for migration only, migration + shifting: the divisor is not log2-quantized" in table
@@ -101,9 +101,26 @@ def test_finished_rows_are_reused_and_shown_even_when_not_selected(tmp_path, mon
     text = readme.read_text()
     assert "old table" not in text and text.startswith("intro\n") and text.endswith("after\n")
     assert "| vanilla W8A8 | W8A8 | 38.00 |" in text
-    assert "| migration only | W8A8 | - (stale) | - | - | - | 81.00 |" in text
+    assert "| migration only † | W8A8 | - (stale) | - | - | - | 81.00 |" in text
+    assert "†: migration only: measured on earlier sources" in text
     printed = capsys.readouterr().out
-    assert "reusing" in printed and "stale" in printed
+    assert "reusing" in printed and "stale" in printed and "measured on other sources" in printed
+
+
+def test_rows_measured_on_other_sources_are_marked(tmp_path, monkeypatch):
+    """A reused row whose quant/ golden/ arch/ sources differ from today's is marked, not passed off."""
+    out = tmp_path / "out"
+    r = fake_result(7, 80.0)
+    r["code"] = "0123456789ab"
+    d = out / bench.row_dir(bench.ROWS[6][0])
+    d.mkdir(parents=True)
+    (d / "bench_row.json").write_text(json.dumps(r))
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "efficientvit_b0_imagenette.pt").write_bytes(b"")
+    monkeypatch.setattr(bench.subprocess, "run", lambda *a, **k: pytest.fail("a finished row was rerun"))
+    assert bench.main(["--assets", str(tmp_path), "--out", str(out), "--rows", "7"]) == 0
+    table = bench.format_table(json.loads((out / "bench.json").read_text()))
+    assert "| Trio-ViT W8A8 † | W8A8 | 80.00 |" in table and "†: Trio-ViT W8A8: measured on earlier" in table
 
 
 def test_row_folders_are_distinct():

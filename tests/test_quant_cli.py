@@ -49,6 +49,13 @@ def test_cli_reports_bad_data_path(tmp_path, seeded_b0_ckpt, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_no_log2_mantissa_gives_the_powers_of_two():
+    from quant.cli import build_parser, config_from_args
+    args = ["--data_path", "x", "--model", "b0-r224"]
+    assert config_from_args(build_parser().parse_args(args)).log2_frac == 1
+    assert config_from_args(build_parser().parse_args(args + ["--no_log2_mantissa"])).log2_frac == 0
+
+
 def test_vanilla_switches_all_techniques_off(synthetic_folder, seeded_b0_ckpt, tmp_path):
     out = tmp_path / "v"
     assert main(FAST + ["--data_path", str(synthetic_folder), "--weight_url", str(seeded_b0_ckpt), "--vanilla",
