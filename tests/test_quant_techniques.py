@@ -74,11 +74,15 @@ def test_shift_is_the_reference_subtract_and_fold():
     assert (q(x) - x).abs().mean() < (plain(x) - x).abs().mean()
 
 
-def test_log2_divisor_is_a_power_of_two_in_integer_units(b0_and_images):
+@pytest.mark.parametrize("frac", [0, 1], ids=["powers_of_two", "mantissa_bit"])
+def test_log2_divisor_is_a_power_of_two_in_integer_units(b0_and_images, frac):
+    """The divisor is 2^e s_q s_ks (frac 0) or {1, 4/3} 2^e s_q s_ks (frac 1, the default), e in the
+    4-bit window; with the mantissa bit both steps occur."""
     from quant.config import QuantConfig
     from quant.engine import quantize
     model, x = b0_and_images
-    qm, rep = quantize(model, [x], QuantConfig(iters_w=0, iters_a=0, batch_size=4), progress=False)
+    qm, rep = quantize(model, [x], QuantConfig(iters_w=0, iters_a=0, batch_size=4, log2_frac=frac),
+                       progress=False)
     core = qm.attn_cores()[0]
     seen = {}
 
@@ -97,10 +101,14 @@ def test_log2_divisor_is_a_power_of_two_in_integer_units(b0_and_images):
     div = seen["num_over_out"] = num / seen["out"]
     e = torch.log2(div / unit)
     ok = (den.expand_as(div) > 0) & (seen["out"].abs() > 0)
-    # the divisor is exactly 2^e * s_q * s_ks with integer e inside the 4-bit window
-    assert torch.allclose(e[ok], e[ok].round(), atol=1e-3)
+    # the divisor is exactly {1, 4/3}^frac 2^e * s_q * s_ks with integer e inside the 4-bit window
+    m = torch.log2(torch.tensor(4 / 3))
+    third = (e[ok] - e[ok].floor() - m).abs() < 1e-3          # the 4/3 steps
+    assert bool(third.any()) == bool(frac)
+    e = torch.where(third, e[ok] - m, e[ok])
+    assert torch.allclose(e, e.round(), atol=1e-3)
     lo = int(core.e_lo)
-    assert e[ok].round().min() >= lo and e[ok].round().max() <= lo + 15
+    assert e.round().min() >= lo and e.round().max() <= lo + 15
     assert rep["log2_ranges"][core.name] == (lo, lo + 15)
 
 
