@@ -106,6 +106,7 @@ from amaranth.utils import ceil_log2
 from arch import cost, timing
 from arch.config import AccelConfig
 from rtl.dsp_pack import PackedMul, add_carry, packable
+from rtl.wbuf_read import prefetched_word
 
 
 def _bits_for(n: int) -> int:
@@ -172,7 +173,7 @@ class MatEngine(wiring.Component):
         wword = data.ArrayLayout(signed(self.wint_bits), M * N)
         m.submodules.wbuf = wbuf = memory.Memory(shape=wword, depth=2 * D, init=[])
         wr = wbuf.write_port()
-        rd = wbuf.read_port()          # synchronous: data one cycle after the address
+        rd = wbuf.read_port()          # issued a cycle ahead, its word registered (rtl/wbuf_read.py)
 
         def waddr(buf, word):
             if D & (D - 1) == 0:
@@ -189,8 +190,8 @@ class MatEngine(wiring.Component):
         lchunk = Signal(range(max(2, D + 1)))
         loading = Signal()
         m.d.comb += [loading.eq(nxt_valid & nxt.load & ~nxt_loaded), self.w.ready.eq(loading)]
-        w_fire, w_last = Signal(), Signal()
-        m.d.comb += [w_fire.eq(self.w.valid & loading), w_last.eq(lchunk == nxt.chunks - 1)]
+        w_fire, w_last = Signal(), Signal()          # w_last: lchunk == chunks - 1, kept in a register
+        m.d.comb += w_fire.eq(self.w.valid & loading)
         word = Signal(wword)
         for lane in range(M):
             for n in range(N):
@@ -199,9 +200,9 @@ class MatEngine(wiring.Component):
         m.d.comb += [wr.addr.eq(waddr(nxt_buf, lchunk)), wr.data.eq(word), wr.en.eq(w_fire)]
         with m.If(w_fire):
             with m.If(w_last):
-                m.d.sync += [lchunk.eq(0), nxt_loaded.eq(1)]
+                m.d.sync += [lchunk.eq(0), nxt_loaded.eq(1), w_last.eq(nxt.chunks == 1)]
             with m.Else():
-                m.d.sync += lchunk.eq(lchunk + 1)
+                m.d.sync += [lchunk.eq(lchunk + 1), w_last.eq(lchunk + 2 == nxt.chunks)]
 
         # --- the current tile: issues one x beat per cycle ---------------------------------------
         cur = Signal(cmd_l)
@@ -209,18 +210,20 @@ class MatEngine(wiring.Component):
         chunk = Signal(range(max(2, D + 1)))
         group = Signal(self.GROUPS_BITS)
         m.d.comb += self.x.ready.eq(cur_valid & en)
-        fire_x, last_chunk, done = Signal(), Signal(), Signal()
-        m.d.comb += [fire_x.eq(self.x.valid & self.x.ready), last_chunk.eq(chunk == cur.chunks - 1),
-                     done.eq(fire_x & last_chunk & (group == cur.groups - 1))]
+        fire_x, done = Signal(), Signal()
+        # chunk == chunks - 1 and group == groups - 1, kept in registers (set with the counters) so
+        # that the wide compares stay off the issue -> promote -> accept path (ECP5 Fmax)
+        last_chunk, last_group = Signal(), Signal()
+        m.d.comb += [fire_x.eq(self.x.valid & self.x.ready), done.eq(fire_x & last_chunk & last_group)]
         with m.If(fire_x):
             with m.If(last_chunk):
-                m.d.sync += chunk.eq(0)
+                m.d.sync += [chunk.eq(0), last_chunk.eq(cur.chunks == 1)]
                 with m.If(done):
                     m.d.sync += [group.eq(0), cur_valid.eq(0)]
                 with m.Else():
-                    m.d.sync += group.eq(group + 1)
+                    m.d.sync += [group.eq(group + 1), last_group.eq(group + 2 == cur.groups)]
             with m.Else():
-                m.d.sync += chunk.eq(chunk + 1)
+                m.d.sync += [chunk.eq(chunk + 1), last_chunk.eq(chunk + 2 == cur.chunks)]
 
         # --- promote: the next tile becomes current once its weights are in (in the cycle of its
         # last w beat at the earliest) and the current tile has issued its last x beat -------------
@@ -228,7 +231,7 @@ class MatEngine(wiring.Component):
         m.d.comb += promote.eq(nxt_valid & (nxt_loaded | (w_fire & w_last)) & (~cur_valid | done))
         with m.If(promote):
             m.d.sync += [cur.eq(nxt), cur_buf.eq(nxt_buf), cur_valid.eq(1), chunk.eq(0), group.eq(0),
-                         nxt_valid.eq(0)]
+                         last_chunk.eq(nxt.chunks == 1), last_group.eq(nxt.groups == 1), nxt_valid.eq(0)]
 
         # --- accept: a cmd enters the free next-tile slot (or the one emptied this cycle); with
         # load it writes the buffer the current tile does not read, else it reuses the last loaded
@@ -236,7 +239,7 @@ class MatEngine(wiring.Component):
         with m.If(self.cmd.valid & self.cmd.ready):
             p = self.cmd.payload
             m.d.sync += [nxt.eq(p), nxt_valid.eq(1), nxt_loaded.eq(~p.load), lchunk.eq(0),
-                         nxt_buf.eq(last_buf ^ p.load), last_buf.eq(last_buf ^ p.load)]
+                         w_last.eq(p.chunks == 1), nxt_buf.eq(last_buf ^ p.load), last_buf.eq(last_buf ^ p.load)]
 
         # --- stage A: accept x, apply ReLU-with-zero-point, read the weight word ------
         # pipeline valid/first/last flags and the tile's bias travel with the data: stage A (issue),
@@ -244,7 +247,15 @@ class MatEngine(wiring.Component):
         va, fa, la = Signal(), Signal(), Signal()
         ba = Signal(bias_l)
         xa = Signal(data.ArrayLayout(unsigned(self.a_bits), L * N))
-        m.d.comb += [rd.addr.eq(waddr(cur_buf, chunk)), rd.en.eq(en)]
+        # the (buffer, chunk) the next cycle issues from: this cycle's, stepped by an issue, or the
+        # promoted tile's first chunk
+        n_buf, n_chunk = Signal(), Signal.like(chunk)
+        m.d.comb += [n_buf.eq(cur_buf), n_chunk.eq(chunk)]
+        with m.If(fire_x):
+            m.d.comb += n_chunk.eq(Mux(last_chunk, 0, chunk + 1))
+        with m.If(promote):
+            m.d.comb += [n_buf.eq(nxt_buf), n_chunk.eq(0)]
+        wa = prefetched_word(m, rd, wr, wword, waddr(n_buf, n_chunk), en)   # the issued beat's weights
         with m.If(en):
             m.d.sync += [va.eq(fire_x), fa.eq(chunk == 0), la.eq(last_chunk), ba.eq(cur.bias)]
             for i in range(L * N):
@@ -266,7 +277,7 @@ class MatEngine(wiring.Component):
             for l in range(L):
                 for lane in range(M):
                     for n in range(N):
-                        w = rd.data[lane * N + n]
+                        w = wa[lane * N + n]
                         if l < 2 * self.pairs and l % 2 == 0:
                             pk = PackedMul(self.a_bits, self.wint_bits, name=f"pk{l}_{lane}_{n}")
                             m.d.sync += pk.p.eq(pk.product(xa[l * N + n], xa[(l + 1) * N + n], w))

@@ -94,6 +94,7 @@ from arch.config import AccelConfig
 
 from arch import cost
 from rtl.dsp_pack import PackedMul, add_carry, packable
+from rtl.wbuf_read import prefetched_word
 from arch.timing import KMAX, PADMAX, SMAX  # noqa: F401  (re-exported for the feeders)
 
 COORD_BITS = 14  # signed input coordinates (maps up to 8191 pixels a side)
@@ -217,10 +218,9 @@ class RmacEngine(wiring.Component):
         stepx = Signal(signed(COORD_BITS))  # S*stride
         stepy = Signal(signed(COORD_BITS))  # L*stride
 
-        last_kx = kx == cur.kw - 1
-        last_ky = ky == cur.kh - 1
-        last_xs = xs == cur.xsegs - 1
-        last_rg = rg == cur.rows - 1
+        # kx == kw - 1, ky == kh - 1, xs == xsegs - 1, rg == rows - 1: registers set with their
+        # counters, so the wide compares stay off the issue -> done -> promote path (ECP5 Fmax)
+        last_kx, last_ky, last_xs, last_rg = Signal(), Signal(), Signal(), Signal()
         n_ky = Signal.like(ky)
         n_ic0, n_iy0 = Signal.like(ic0), Signal.like(iy0)
         m.d.comb += [
@@ -241,29 +241,56 @@ class RmacEngine(wiring.Component):
         # command's first row (its taps follow the previous command's last tap at once). Its
         # coordinates and the fields that mark its positions outside the input are that command's.
         load_row = Signal()
-        row_ky, row_ic0, row_iy0 = Signal.like(ky), Signal.like(ic0), Signal.like(iy0)
-        rf_pw, rf_stride, rf_h, rf_w = Signal(), Signal.like(cur.stride), Signal.like(cur.h), Signal.like(cur.w)
-        m.d.comb += [rf_pw.eq(Mux(promote, nxt.pw, cur.pw)), rf_stride.eq(Mux(promote, nxt.stride, cur.stride)),
-                     rf_h.eq(Mux(promote, nxt.h, cur.h)), rf_w.eq(Mux(promote, nxt.w, cur.w))]
+        # Each candidate row's outside-the-input flags are computed from registers, side by side,
+        # and the row taken picks its flags at the end: the choice (promote, done: wide compares)
+        # and the coordinate arithmetic are not chained (ECP5 Fmax).
+        PW = T * a_bits
+        row_pad = Signal(L * WS)
+
+        def pad_flags(tag, ic, iy, kyv, c):
+            """Flags of a row beat whose first column is ``ic``, replica 0's top row ``iy`` and kernel row
+            ``kyv``, for command fields ``c``: bit ``l WS + j``, position j of replica l outside the input."""
+            col_ok = Signal(WS, name=f"colok_{tag}")
+            for j in range(WS):
+                cj = Signal(signed(COORD_BITS + 1), name=f"col_{tag}{j}")
+                m.d.comb += [cj.eq(ic + j), col_ok[j].eq(c.pw | ((cj >= 0) & (cj < c.w)))]
+            flags = Signal(L * WS, name=f"pad_{tag}")
+            for l in range(L):
+                r = Signal(signed(COORD_BITS + 2), name=f"irow_{tag}{l}")
+                m.d.comb += r.eq(iy + Mux(c.stride == 2, 2 * l, l) + kyv)
+                row_ok = c.pw | ((r >= 0) & (r < c.h))
+                m.d.comb += flags[l * WS:(l + 1) * WS].eq(~(col_ok & row_ok.replicate(WS)))
+            return flags
+
+        pad_promote = pad_flags("p", -nxt.pad, -nxt.pad, 0, nxt)
+        pad_same = pad_flags("s", ic0, iy0, ky, cur)
+        ky1, ic_seg, iy_grp = Signal.like(ky), Signal.like(ic0), Signal.like(iy0)   # widths of n_ky, n_ic0, n_iy0
+        m.d.comb += [ky1.eq(ky + 1), ic_seg.eq(ic0 + stepx), iy_grp.eq(iy0 + stepy)]
+        pad_ky = pad_flags("k", ic0, iy0, ky1, cur)                     # the next kernel row
+        pad_seg = pad_flags("x", ic_seg, iy0, 0, cur)                   # the next segment
+        pad_grp = pad_flags("g", -cur.pad, iy_grp, 0, cur)              # the next row group
         with m.If(promote):
-            m.d.comb += [self.x.ready.eq(1), row_ky.eq(0), row_ic0.eq(-nxt.pad), row_iy0.eq(-nxt.pad)]
+            m.d.comb += [self.x.ready.eq(1), row_pad.eq(pad_promote)]
         with m.Elif(cur_valid & ~cur_step):
-            m.d.comb += [self.x.ready.eq(1), row_ky.eq(ky), row_ic0.eq(ic0), row_iy0.eq(iy0)]
+            m.d.comb += [self.x.ready.eq(1), row_pad.eq(pad_same)]
         with m.Elif(issue & last_kx & ~done):
-            m.d.comb += [self.x.ready.eq(1), row_ky.eq(n_ky), row_ic0.eq(n_ic0), row_iy0.eq(n_iy0)]
+            m.d.comb += [self.x.ready.eq(1),
+                         row_pad.eq(Mux(last_ky, Mux(last_xs, pad_grp, pad_seg), pad_ky))]
         m.d.comb += load_row.eq(self.x.valid & self.x.ready)
 
         with m.If(cur_valid & ~cur_step & self.x.valid):
             m.d.sync += cur_step.eq(1)
         with m.If(issue):
             with m.If(last_kx):
-                m.d.sync += [kx.eq(0), ky.eq(n_ky), ic0.eq(n_ic0), iy0.eq(n_iy0)]
+                m.d.sync += [kx.eq(0), ky.eq(n_ky), ic0.eq(n_ic0), iy0.eq(n_iy0), last_kx.eq(cur.kw == 1),
+                             last_ky.eq(Mux(last_ky, cur.kh == 1, ky + 2 == cur.kh))]
                 with m.If(last_ky):
                     m.d.sync += tap.eq(0)
                     with m.If(last_xs):
-                        m.d.sync += [xs.eq(0), rg.eq(rg + 1)]
+                        m.d.sync += [xs.eq(0), rg.eq(rg + 1), last_xs.eq(cur.xsegs == 1),
+                                     last_rg.eq(rg + 2 == cur.rows)]
                     with m.Else():
-                        m.d.sync += xs.eq(xs + 1)
+                        m.d.sync += [xs.eq(xs + 1), last_xs.eq(xs + 2 == cur.xsegs)]
                 with m.Else():
                     m.d.sync += tap.eq(tap + 1)
                 with m.If(done):
@@ -271,10 +298,12 @@ class RmacEngine(wiring.Component):
                 with m.Elif(~self.x.valid):
                     m.d.sync += cur_step.eq(0)        # the next row beat has not come: wait for it
             with m.Else():
-                m.d.sync += [kx.eq(kx + 1), tap.eq(tap + 1)]
+                m.d.sync += [kx.eq(kx + 1), tap.eq(tap + 1), last_kx.eq(kx + 2 == cur.kw)]
         with m.If(promote):
             m.d.sync += [cur.eq(nxt), cur_buf.eq(nxt_buf), cur_valid.eq(1), cur_step.eq(load_row),
                          tap.eq(0), kx.eq(0), ky.eq(0), xs.eq(0), rg.eq(0),
+                         last_kx.eq(nxt.kw == 1), last_ky.eq(nxt.kh == 1), last_xs.eq(nxt.xsegs == 1),
+                         last_rg.eq(nxt.rows == 1),
                          iy0.eq(-nxt.pad), ic0.eq(-nxt.pad),
                          stepx.eq(Mux(nxt.stride == 2, 2 * S, S)),
                          stepy.eq(Mux(nxt.stride == 2, 2 * L, L)),
@@ -293,21 +322,12 @@ class RmacEngine(wiring.Component):
         # it one flag per position: outside the input, i.e. the zero point is substituted when a
         # tap reads it, with the issuing command's own z. Vector-wide statements keep the
         # generated Verilog small for the paper preset.)
-        PW = T * a_bits
         R = [Signal(WS * PW, name=f"row{l}") for l in range(L)]
         Rpad = [Signal(WS, name=f"rowpad{l}") for l in range(L)]
-        col_ok = Signal(WS)
-        for j in range(WS):
-            c = Signal(signed(COORD_BITS + 1), name=f"col{j}")
-            m.d.comb += [c.eq(row_ic0 + j), col_ok[j].eq(rf_pw | ((c >= 0) & (c < rf_w)))]
         for l in range(L):
-            r = Signal(signed(COORD_BITS + 2), name=f"irow{l}")
-            m.d.comb += r.eq(row_iy0 + Mux(rf_stride == 2, 2 * l, l) + row_ky)
-            row_ok = Signal(name=f"rowok{l}")
-            m.d.comb += row_ok.eq(rf_pw | ((r >= 0) & (r < rf_h)))
             with m.If(load_row):
                 m.d.sync += [R[l].eq(self.x.payload.as_value()[l * WS * PW:(l + 1) * WS * PW]),
-                             Rpad[l].eq(~(col_ok & row_ok.replicate(WS)))]
+                             Rpad[l].eq(row_pad[l * WS:(l + 1) * WS])]
             with m.Elif(issue):
                 m.d.sync += [R[l].eq(R[l] >> PW), Rpad[l].eq(Rpad[l] >> 1)]
 
@@ -318,7 +338,15 @@ class RmacEngine(wiring.Component):
         ba, bb = Signal(bias_l), Signal(bias_l)
         xa_vec = [[Signal(PW, name=f"xa{l}_{s}") for s in range(S)] for l in range(L)]
         zv = cur.z.as_value()
-        m.d.comb += [rd.addr.eq(waddr(cur_buf, tap)), rd.en.eq(en)]
+        # the (buffer, tap) the next cycle issues from: this cycle's, stepped by an issue, or the
+        # promoted command's first tap; its weight word is registered here (rtl/wbuf_read.py)
+        n_buf, n_tap = Signal(), Signal.like(tap)
+        m.d.comb += [n_buf.eq(cur_buf), n_tap.eq(tap)]
+        with m.If(issue):
+            m.d.comb += n_tap.eq(Mux(last_kx & last_ky, 0, tap + 1))
+        with m.If(promote):
+            m.d.comb += [n_buf.eq(nxt_buf), n_tap.eq(0)]
+        wa = prefetched_word(m, rd, wr, wbuf.shape, waddr(n_buf, n_tap), en)
         with m.If(en):
             m.d.sync += [va.eq(issue), fa.eq(tap == 0), la.eq(last_kx & last_ky), ba.eq(cur.bias)]
             for l in range(L):
@@ -349,12 +377,12 @@ class RmacEngine(wiring.Component):
                     for t in range(T):
                         if s < 2 * self.pairs and s % 2 == 0:
                             pk = PackedMul(a_bits, cfg.weight_bits, name=f"pk{l}_{s}_{t}")
-                            m.d.sync += pk.p.eq(pk.product(xa[l][s][t], xa[l][s + 1][t], rd.data[t]))
+                            m.d.sync += pk.p.eq(pk.product(xa[l][s][t], xa[l][s + 1][t], wa[t]))
                             prod[l][s][t], prod[l][s + 1][t] = pk.lo, pk.hi_raw
                             borrow[l][s + 1][t] = pk.borrow
                         elif s >= 2 * self.pairs:
                             pp = Signal(pshape, name=f"pp{l}_{s}_{t}")
-                            m.d.sync += pp.eq(xa[l][s][t] * rd.data[t])
+                            m.d.sync += pp.eq(xa[l][s][t] * wa[t])
                             prod[l][s][t] = pp
 
         # --- stage C: accumulate; a segment's last tap goes to the output register --------------
