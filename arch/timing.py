@@ -41,12 +41,18 @@ HSWISH_LATENCY = HSWISH_FRONT + REQUANT_LATENCY
 DIVIDER_LATENCY = DIVIDER_FRONT + REQUANT_LATENCY
 AVGPOOL_LATENCY = AVGPOOL_FRONT + REQUANT_LATENCY
 
-LAYERNORM_OUT_LATENCY = 7    # read, C d - S1, * R, shift, * G + B, shift by n_g, zero point + clamp
+# LayerNorm (rtl/layernorm.py): no stage holds more than one multiplier or wide carry chain
+LAYERNORM_VAR_LEVELS = 2     # adder levels of C S2 and S1^2 (at most 4 partial products each)
+LAYERNORM_VAR_CYCLES = 1 + LAYERNORM_VAR_LEVELS + 1           # partial products, levels, V = C S2 - S1^2 + eps
+LAYERNORM_PRODUCT_LEVELS = 3  # adder levels of (C d - S1) R (up to 6 partial products: R of 48 bits)
+# read, C d, - S1, * R (partial products, levels), constant shift, * G, + B; then requant's n_g, z, clamp
+LAYERNORM_OUT_LATENCY = 1 + 2 + 1 + LAYERNORM_PRODUCT_LEVELS + 1 + 2 + ROUND_STAGES
 
 
 def layernorm_calc_cycles(recip_bits: int) -> int:
-    """VAR (1) + DIV (2 RB + 1, one quotient bit a cycle) + SQRT0 (1) + SQRT (RB + 1) + latch R (1)."""
-    return 1 + (2 * recip_bits + 1) + 1 + (recip_bits + 1) + 1
+    """VAR (products, adder levels, V) + DIV (2 RB + 1, one quotient bit a cycle) + SQRT0 (1)
+    + SQRT (RB + 1) + latch R (1)."""
+    return LAYERNORM_VAR_CYCLES + (2 * recip_bits + 1) + 1 + (recip_bits + 1) + 1
 
 
 def layernorm_cycles_per_token(groups: int, recip_bits: int) -> int:

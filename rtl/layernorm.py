@@ -12,16 +12,19 @@ so this unit is sequential and small rather than fast:
    ``d`` in a token buffer (``lib.memory``) and accumulate ``S1`` and
    ``S2 = sum d^2``. Lanes past ``C`` in the last group must carry ``z_x``
    (``d = 0`` adds nothing). The beat flagged ``last`` ends the token.
-2. ``VAR``: ``V`` (one cycle).
+2. ``VAR``: ``V`` (``LAYERNORM_VAR_CYCLES`` = 4 cycles: the products ``C S2``
+   and ``S1^2`` as partial products and two adder levels, then their
+   difference; one cycle held all of it, 15 ns on the ECP5).
 3. ``DIV``: ``2^(2 RB) // max(V, 1)`` by restoring division, one quotient bit
    per cycle (``2 RB + 1`` cycles).
 4. ``SQRT``: digit-by-digit integer square root, one result bit per cycle
    (``1 + RB + 1`` cycles), exact floor like golden's ``math.isqrt``; 1 cycle
    to latch ``R``.
-5. ``OUT``: read the buffer group by group through a 7-stage stall pipeline
-   (read; ``C d - S1``; ``* R``; constant rounding shift; ``* G + B``; rounding
-   shift by ``n_g``; zero point + clamp) and return to ``ACC`` when the last
-   output beat has left.
+5. ``OUT``: read the buffer group by group through a 13-stage stall pipeline
+   (read; ``C d``; ``- S1``; ``* R`` in partial products and three adder
+   levels; constant rounding shift; ``* G``; ``+ B``; the variable shift by
+   ``n_g``, rounding and zero point, saturation: requant's ``round_clamp``) and
+   return to ``ACC`` when the last output beat has left.
 
 Streams: ``i`` beats carry ``x`` (``lanes`` codes), ``group`` and ``last``;
 ``o`` beats carry ``q`` for groups ``0 .. G-1`` in order. ``prm`` writes a
@@ -35,11 +38,11 @@ dividend), ``frac_bits`` = F = 10; SPEC's finer variant K = 47, F = 16 is the
 same hardware with wider registers (tested too).
 
 Timing (no stalls): a token of ``G`` groups takes ``G`` input cycles, then
-``calc_cycles(RB)`` = 1 + (2 RB + 1) + 1 + (RB + 1) + 1 = 3 RB + 5 cycles
-(98 for RB = 31), then its ``G`` output beats leave one per cycle, the first
-``OUT_LATENCY`` = 7 cycles after its read: ``cycles(G) = 2 G + 3 RB + 12``
+``calc_cycles(RB)`` = 4 + (2 RB + 1) + 1 + (RB + 1) + 1 = 3 RB + 8 cycles
+(101 for RB = 31), then its ``G`` output beats leave one per cycle, the first
+``OUT_LATENCY`` = 13 cycles after its read: ``cycles(G) = 2 G + 3 RB + 21``
 from the first input beat to the last output beat inclusive (``cycles_per_token``;
-2 G + 105 for RB = 31). The next token is accepted after the last output
+2 G + 114 for RB = 31). The next token is accepted after the last output
 beat of the previous one has left.
 """
 from __future__ import annotations
@@ -53,7 +56,7 @@ from amaranth.lib.wiring import In, Out
 from arch import timing
 from arch.config import AccelConfig
 from arch.formats import DEFAULT
-from rtl.requant import rshift_round, clamp, group_bits, table_depth
+from rtl.requant import StallPipe, group_bits, product_terms, round_clamp, sum_terms, table_depth
 
 DEFAULT_RECIP_BITS = DEFAULT.ln_recip_bits   # SPEC 7's K: R = isqrt(2^(2K) // V)
 DEFAULT_FRAC_BITS = DEFAULT.ln_frac_bits     # SPEC 7's F: fractional bits of y
@@ -130,6 +133,10 @@ class LayerNorm(wiring.Component):
         s2 = Signal(unsigned(s2b))
         groups = Signal(range(self.depth + 1))       # G of the current token
         v = Signal(unsigned(vb))
+        # V's terms (C S2 >= S1^2), as partial products and adder levels that load every cycle
+        free = StallPipe(m, 1)
+        c_s2 = sum_terms(free, product_terms(free, self.channels, s2, "cs2"), timing.LAYERNORM_VAR_LEVELS, "cs2")
+        s1_sq = sum_terms(free, product_terms(free, s1, s1, "s1sq"), timing.LAYERNORM_VAR_LEVELS, "s1sq")
         rem = Signal(unsigned(vb + 1))               # division remainder
         quo = Signal(unsigned(qb))
         step = Signal(range(qb + 1))
@@ -141,9 +148,11 @@ class LayerNorm(wiring.Component):
         # pass-2 pipeline control
         issue = Signal()                             # a read is issued this cycle
         rd_addr = Signal(range(self.depth + 1))
+        rd_next = Signal(range(self.depth + 1))      # rd_addr of the next cycle (the buffer reads it now)
+        m.d.comb += rd_next.eq(rd_addr)
         out_left = Signal(range(self.depth + 1))     # output beats still to leave
         adv = Signal()
-        pv = Signal(self.OUT_LATENCY)                # valid bits of stages 1..7 (stage 0 = the issue)
+        pv = Signal(self.OUT_LATENCY)                # valid bits of stages 1..8 (stage 0 = the issue)
         m.d.comb += [adv.eq(~self.o.valid | self.o.ready), self.o.valid.eq(pv[-1])]
         with m.If(adv):
             m.d.sync += pv.eq(pv << 1 | issue)
@@ -166,11 +175,14 @@ class LayerNorm(wiring.Component):
                 with m.If(fire_in):
                     m.d.sync += [s1.eq(s1 + sum_d), s2.eq(s2 + sum_d2)]
                     with m.If(self.i.payload.last):
-                        m.d.sync += groups.eq(self.i.payload.group + 1)
+                        m.d.sync += [groups.eq(self.i.payload.group + 1), step.eq(0)]
                         m.next = "VAR"
-            with m.State("VAR"):
-                m.d.sync += [v.eq(self.channels * s2 - s1 * s1 + self.eps_int),
-                             rem.eq(0), quo.eq(0), step.eq(0)]
+            with m.State("VAR"):                 # C S2 and S1^2 go through their stages (S1, S2 held)
+                m.d.sync += step.eq(step + 1)
+                with m.If(step == timing.LAYERNORM_VAR_CYCLES - 2):
+                    m.next = "VAR2"
+            with m.State("VAR2"):
+                m.d.sync += [v.eq(c_s2 - s1_sq + self.eps_int), rem.eq(0), quo.eq(0), step.eq(0)]
                 m.next = "DIV"
             with m.State("DIV"):
                 # the dividend 2^(2 RB) has a single 1, which enters at step 0
@@ -186,10 +198,12 @@ class LayerNorm(wiring.Component):
                 m.d.sync += [srem.eq(quo), root.eq(0), sbit.eq(1 << (2 * RB))]
                 m.next = "SQRT"
             with m.State("SQRT"):
-                trial = Signal(unsigned(qb))
-                m.d.comb += trial.eq(root + sbit)
-                with m.If(srem >= trial):
-                    m.d.sync += [srem.eq(srem - trial), root.eq((root >> 1) + sbit)]
+                # root has no bit at or below sbit's (the digit-by-digit invariant): root + sbit is an OR,
+                # and one carry chain gives both the difference and the compare (ECP5 Fmax)
+                trial, diff = Signal(unsigned(qb)), Signal(signed(qb + 1))
+                m.d.comb += [trial.eq(root | sbit), diff.eq(srem - trial)]
+                with m.If(~diff[-1]):
+                    m.d.sync += [srem.eq(diff[:qb]), root.eq((root >> 1) + sbit)]
                 with m.Else():
                     m.d.sync += root.eq(root >> 1)
                 m.d.sync += [sbit.eq(sbit >> 2), step.eq(step + 1)]
@@ -197,50 +211,45 @@ class LayerNorm(wiring.Component):
                     m.next = "REC"
             with m.State("REC"):
                 m.d.sync += [recip.eq(root), rd_addr.eq(0), out_left.eq(groups)]
+                m.d.comb += rd_next.eq(0)
                 m.next = "OUT"
             with m.State("OUT"):
                 m.d.comb += issue.eq(adv & (rd_addr < groups))
                 with m.If(issue):
                     m.d.sync += rd_addr.eq(rd_addr + 1)
+                    m.d.comb += rd_next.eq(rd_addr + 1)
                 with m.If(self.o.valid & self.o.ready):
                     m.d.sync += out_left.eq(out_left - 1)
                     with m.If(out_left == 1):
                         m.d.sync += [s1.eq(0), s2.eq(0)]
                         m.next = "ACC"
 
-        # ---- pass 2: 7-stage stall pipeline ----
-        m.d.comb += [br.addr.eq(rd_addr), br.en.eq(adv), tr.addr.eq(rd_addr), tr.en.eq(adv)]
-        pb = s1b + 2 + rb + 1                        # (C d - S1) * R
+        # ---- pass 2: the output stall pipeline (arch/timing.py's LAYERNORM_OUT_LATENCY stages) ----
+        # No stage holds more than one multiplier or one wide carry chain (ECP5 Fmax). The token buffer
+        # is read a cycle ahead (rd_next) and its word registered at stage 1; (C d - S1) R is requant's
+        # partial products and adder levels; the parameter table is read at stage 7 (the address
+        # travels down the pipeline) and its row registered at stage 8, where y G begins. Neither memory is written while a
+        # token goes out.
+        pipe = StallPipe(m, adv)
+        m.d.comb += br.addr.eq(rd_next)
+        d1 = pipe.reg(br.data, "d1")                                              # 1
         shift_y = RB - self.frac_bits
         # |C d - S1| <= sqrt((C - 1) V) and R <= 2^RB / sqrt(V), so |y| <= sqrt(C - 1) 2^F + 1 (SPEC 7):
         # y fits this many bits (sign included), which keeps y * G to one DSP48E2.
         yb = ((math.isqrt(cfg.norm_max_channels - 1) + 1) << self.frac_bits).bit_length() + 1
         ab2 = max(yb + cfg.ln_g_bits, cfg.ln_b_bits) + 1           # y G + B
-        q7 = Signal(self.out_layout)
-        row2, row3, row4 = (Signal(self.row_layout, name=f"row{s}") for s in (2, 3, 4))
-        n5 = [Signal(unsigned(cfg.shift_bits), name=f"n5_{k}") for k in range(L)]
-        with m.If(adv):
-            m.d.sync += [row2.eq(tr.data), row3.eq(row2), row4.eq(row3)]
-            for k in range(L):
-                t2 = Signal(signed(s1b + 2), name=f"t2_{k}")
-                p3 = Signal(signed(pb), name=f"p3_{k}")
-                y4 = Signal(signed(yb), name=f"y4_{k}")
-                a5 = Signal(signed(ab2), name=f"a5_{k}")
-                r6 = Signal(signed(ab2), name=f"r6_{k}")
-                zs = Signal(signed(ab2 + 1), name=f"zs_{k}")
-                z5 = Signal(signed(cfg.zero_point_bits), name=f"z5_{k}")
-                z6 = Signal(signed(cfg.zero_point_bits), name=f"z6_{k}")
-                m.d.sync += [
-                    t2.eq(self.channels * br.data[k] - s1),
-                    p3.eq(t2 * recip),
-                    y4.eq(((p3 >> (shift_y - 1)) + 1) >> 1 if shift_y > 0 else p3),
-                    a5.eq(y4 * row4.g[k] + row4.b[k]),
-                    n5[k].eq(row4.n[k]),
-                    z5.eq(row4.z[k]),
-                    z6.eq(z5),
-                    r6.eq(rshift_round(a5, n5[k], cfg.shift_bits)),
-                    q7.q[k].eq(clamp(zs, self.lo, self.hi)),
-                ]
-                m.d.comb += zs.eq(r6 + z6)
-        m.d.comb += self.o.payload.eq(q7)
+        m.d.comb += [tr.addr.eq(pipe.delay(rd_addr, 6, "tab_addr")), tr.en.eq(adv)]
+        row = pipe.reg(tr.data, "row8")                                           # 8: the beat's row
+        for k in range(L):
+            cd = pipe.reg(self.channels * d1[k], f"cd_{k}")                         # 2
+            t = pipe.reg(cd - s1, f"t_{k}", signed(s1b + 2))                        # 3
+            p = sum_terms(pipe, product_terms(pipe, t, recip, f"p_{k}"),            # 4 .. 7
+                          timing.LAYERNORM_PRODUCT_LEVELS, f"p_{k}")
+            y = pipe.reg(((p >> (shift_y - 1)) + 1) >> 1 if shift_y > 0 else p, f"y_{k}", signed(yb))  # 8
+            yg = pipe.reg(y * row.g[k], f"yg_{k}")                                  # 9
+            b9, n9, z9 = (pipe.reg(row[f][k], f"{f}9_{k}") for f in ("b", "n", "z"))
+            a = pipe.reg(yg + b9, f"a_{k}", signed(ab2))                            # 10
+            n10, z10 = pipe.reg(n9, f"n10_{k}"), pipe.reg(z9, f"z10_{k}")
+            q = round_clamp(pipe, a, n10, z10, self.lo, self.hi, unsigned(cfg.act_bits), f"o{k}")  # 11 .. 13
+            m.d.comb += self.o.payload.q[k].eq(q)
         return m
