@@ -189,20 +189,20 @@ class RmacEngine(wiring.Component):
         lky = Signal(range(D + 1))
         loading = Signal()
         m.d.comb += [loading.eq(nxt_valid & nxt.load & ~nxt_loaded), self.wt.ready.eq(loading)]
-        wt_fire, l_last_kx, l_last_ky, wt_last = Signal(), Signal(), Signal(), Signal()
-        m.d.comb += [wt_fire.eq(self.wt.valid & loading), l_last_kx.eq(lkx == nxt.kw - 1),
-                     l_last_ky.eq(lky == nxt.kh - 1), wt_last.eq(l_last_kx & l_last_ky),
+        wt_fire, wt_last = Signal(), Signal()
+        l_last_kx, l_last_ky = Signal(), Signal()     # lkx == kw - 1, lky == kh - 1: registers, as below
+        m.d.comb += [wt_fire.eq(self.wt.valid & loading), wt_last.eq(l_last_kx & l_last_ky),
                      wr.addr.eq(waddr(nxt_buf, ltap)), wr.data.eq(self.wt.payload), wr.en.eq(wt_fire)]
         # walk (ky, kx) like the compute loop: no kh*kw multiplier needed
         with m.If(wt_fire):
             with m.If(l_last_kx):
-                m.d.sync += lkx.eq(0)
+                m.d.sync += [lkx.eq(0), l_last_kx.eq(nxt.kw == 1)]
                 with m.If(l_last_ky):
-                    m.d.sync += [ltap.eq(0), lky.eq(0), nxt_loaded.eq(1)]
+                    m.d.sync += [ltap.eq(0), lky.eq(0), nxt_loaded.eq(1), l_last_ky.eq(nxt.kh == 1)]
                 with m.Else():
-                    m.d.sync += [ltap.eq(ltap + 1), lky.eq(lky + 1)]
+                    m.d.sync += [ltap.eq(ltap + 1), lky.eq(lky + 1), l_last_ky.eq(lky + 2 == nxt.kh)]
             with m.Else():
-                m.d.sync += [ltap.eq(ltap + 1), lkx.eq(lkx + 1)]
+                m.d.sync += [ltap.eq(ltap + 1), lkx.eq(lkx + 1), l_last_kx.eq(lkx + 2 == nxt.kw)]
 
         # --- the current command: tap within the segment, kx within the row, ky row, segment,
         # row group; cur_step: its row register holds a row beat (taps can issue)
@@ -221,12 +221,15 @@ class RmacEngine(wiring.Component):
         # kx == kw - 1, ky == kh - 1, xs == xsegs - 1, rg == rows - 1: registers set with their
         # counters, so the wide compares stay off the issue -> done -> promote path (ECP5 Fmax)
         last_kx, last_ky, last_xs, last_rg = Signal(), Signal(), Signal(), Signal()
+        # ky + 1, ic0 + stepx, iy0 + stepy: registers set with ky, ic0, iy0 (the next kernel row,
+        # segment and row group are a choice, not an adder, on the row-flag path: ECP5 Fmax)
+        ky1, ic_seg, iy_grp = Signal.like(ky), Signal.like(ic0), Signal.like(iy0)
         n_ky = Signal.like(ky)
         n_ic0, n_iy0 = Signal.like(ic0), Signal.like(iy0)
         m.d.comb += [
-            n_ky.eq(Mux(last_ky, 0, ky + 1)),
-            n_ic0.eq(Mux(last_ky, Mux(last_xs, -cur.pad, ic0 + stepx), ic0)),
-            n_iy0.eq(Mux(last_ky & last_xs, iy0 + stepy, iy0)),
+            n_ky.eq(Mux(last_ky, 0, ky1)),
+            n_ic0.eq(Mux(last_ky, Mux(last_xs, -cur.pad, ic_seg), ic0)),
+            n_iy0.eq(Mux(last_ky & last_xs, iy_grp, iy0)),
         ]
 
         issue, done, promote = Signal(), Signal(), Signal()
@@ -264,8 +267,6 @@ class RmacEngine(wiring.Component):
 
         pad_promote = pad_flags("p", -nxt.pad, -nxt.pad, 0, nxt)
         pad_same = pad_flags("s", ic0, iy0, ky, cur)
-        ky1, ic_seg, iy_grp = Signal.like(ky), Signal.like(ic0), Signal.like(iy0)   # widths of n_ky, n_ic0, n_iy0
-        m.d.comb += [ky1.eq(ky + 1), ic_seg.eq(ic0 + stepx), iy_grp.eq(iy0 + stepy)]
         pad_ky = pad_flags("k", ic0, iy0, ky1, cur)                     # the next kernel row
         pad_seg = pad_flags("x", ic_seg, iy0, 0, cur)                   # the next segment
         pad_grp = pad_flags("g", -cur.pad, iy_grp, 0, cur)              # the next row group
@@ -283,6 +284,7 @@ class RmacEngine(wiring.Component):
         with m.If(issue):
             with m.If(last_kx):
                 m.d.sync += [kx.eq(0), ky.eq(n_ky), ic0.eq(n_ic0), iy0.eq(n_iy0), last_kx.eq(cur.kw == 1),
+                             ky1.eq(n_ky + 1), ic_seg.eq(n_ic0 + stepx), iy_grp.eq(n_iy0 + stepy),
                              last_ky.eq(Mux(last_ky, cur.kh == 1, ky + 2 == cur.kh))]
                 with m.If(last_ky):
                     m.d.sync += tap.eq(0)
@@ -304,7 +306,9 @@ class RmacEngine(wiring.Component):
                          tap.eq(0), kx.eq(0), ky.eq(0), xs.eq(0), rg.eq(0),
                          last_kx.eq(nxt.kw == 1), last_ky.eq(nxt.kh == 1), last_xs.eq(nxt.xsegs == 1),
                          last_rg.eq(nxt.rows == 1),
-                         iy0.eq(-nxt.pad), ic0.eq(-nxt.pad),
+                         iy0.eq(-nxt.pad), ic0.eq(-nxt.pad), ky1.eq(1),
+                         ic_seg.eq(-nxt.pad + Mux(nxt.stride == 2, 2 * S, S)),
+                         iy_grp.eq(-nxt.pad + Mux(nxt.stride == 2, 2 * L, L)),
                          stepx.eq(Mux(nxt.stride == 2, 2 * S, S)),
                          stepy.eq(Mux(nxt.stride == 2, 2 * L, L)),
                          nxt_valid.eq(0)]
@@ -315,6 +319,7 @@ class RmacEngine(wiring.Component):
         with m.If(self.cmd.valid & self.cmd.ready):
             p = self.cmd.payload
             m.d.sync += [nxt.eq(p), nxt_valid.eq(1), nxt_loaded.eq(~p.load), ltap.eq(0), lkx.eq(0), lky.eq(0),
+                         l_last_kx.eq(p.kw == 1), l_last_ky.eq(p.kh == 1),
                          nxt_buf.eq(last_buf ^ p.load), last_buf.eq(last_buf ^ p.load)]
 
         # --- row register: load, or shift by one per tap ------------------------------------------
