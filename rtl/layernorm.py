@@ -152,7 +152,7 @@ class LayerNorm(wiring.Component):
         m.d.comb += rd_next.eq(rd_addr)
         out_left = Signal(range(self.depth + 1))     # output beats still to leave
         adv = Signal()
-        pv = Signal(self.OUT_LATENCY)                # valid bits of stages 1..8 (stage 0 = the issue)
+        pv = Signal(self.OUT_LATENCY)                # valid bits of stages 1..OUT_LATENCY (0 = the issue)
         m.d.comb += [adv.eq(~self.o.valid | self.o.ready), self.o.valid.eq(pv[-1])]
         with m.If(adv):
             m.d.sync += pv.eq(pv << 1 | issue)
@@ -227,9 +227,9 @@ class LayerNorm(wiring.Component):
         # ---- pass 2: the output stall pipeline (arch/timing.py's LAYERNORM_OUT_LATENCY stages) ----
         # No stage holds more than one multiplier or one wide carry chain (ECP5 Fmax). The token buffer
         # is read a cycle ahead (rd_next) and its word registered at stage 1; (C d - S1) R is requant's
-        # partial products and adder levels; the parameter table is read at stage 7 (the address
-        # travels down the pipeline) and its row registered at stage 8, where y G begins. Neither memory is written while a
-        # token goes out.
+        # partial products and adder levels; the parameter table is read a stage before y (the
+        # address travels down the pipeline) and its row registered beside y, where y G begins.
+        # Neither memory is written while a token goes out.
         pipe = StallPipe(m, adv)
         m.d.comb += br.addr.eq(rd_next)
         d1 = pipe.reg(br.data, "d1")                                              # 1
@@ -238,8 +238,9 @@ class LayerNorm(wiring.Component):
         # y fits this many bits (sign included), which keeps y * G to one DSP48E2.
         yb = ((math.isqrt(cfg.norm_max_channels - 1) + 1) << self.frac_bits).bit_length() + 1
         ab2 = max(yb + cfg.ln_g_bits, cfg.ln_b_bits) + 1           # y G + B
-        m.d.comb += [tr.addr.eq(pipe.delay(rd_addr, 6, "tab_addr")), tr.en.eq(adv)]
-        row = pipe.reg(tr.data, "row8")                                           # 8: the beat's row
+        y_stage = 1 + 2 + 1 + timing.LAYERNORM_PRODUCT_LEVELS + 1                # read, C d, - S1, * R, shift
+        m.d.comb += [tr.addr.eq(pipe.delay(rd_addr, y_stage - 2, "tab_addr")), tr.en.eq(adv)]
+        row = pipe.reg(tr.data, "row")                                            # 8: the beat's row
         for k in range(L):
             cd = pipe.reg(self.channels * d1[k], f"cd_{k}")                         # 2
             t = pipe.reg(cd - s1, f"t_{k}", signed(s1b + 2))                        # 3

@@ -301,16 +301,16 @@ class RmacEngine(wiring.Component):
                     m.d.sync += cur_step.eq(0)        # the next row beat has not come: wait for it
             with m.Else():
                 m.d.sync += [kx.eq(kx + 1), tap.eq(tap + 1), last_kx.eq(kx + 2 == cur.kw)]
+        nxt_stepx, nxt_stepy = Signal.like(stepx), Signal.like(stepy)   # the promoted command's steps
+        m.d.comb += [nxt_stepx.eq(Mux(nxt.stride == 2, 2 * S, S)), nxt_stepy.eq(Mux(nxt.stride == 2, 2 * L, L))]
         with m.If(promote):
             m.d.sync += [cur.eq(nxt), cur_buf.eq(nxt_buf), cur_valid.eq(1), cur_step.eq(load_row),
                          tap.eq(0), kx.eq(0), ky.eq(0), xs.eq(0), rg.eq(0),
                          last_kx.eq(nxt.kw == 1), last_ky.eq(nxt.kh == 1), last_xs.eq(nxt.xsegs == 1),
                          last_rg.eq(nxt.rows == 1),
                          iy0.eq(-nxt.pad), ic0.eq(-nxt.pad), ky1.eq(1),
-                         ic_seg.eq(-nxt.pad + Mux(nxt.stride == 2, 2 * S, S)),
-                         iy_grp.eq(-nxt.pad + Mux(nxt.stride == 2, 2 * L, L)),
-                         stepx.eq(Mux(nxt.stride == 2, 2 * S, S)),
-                         stepy.eq(Mux(nxt.stride == 2, 2 * L, L)),
+                         ic_seg.eq(-nxt.pad + nxt_stepx), iy_grp.eq(-nxt.pad + nxt_stepy),
+                         stepx.eq(nxt_stepx), stepy.eq(nxt_stepy),
                          nxt_valid.eq(0)]
 
         # --- accept: a cmd enters the free next-command slot (or the one emptied this cycle); with
