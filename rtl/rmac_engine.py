@@ -85,6 +85,9 @@ segment / row group / channel group.
 """
 from __future__ import annotations
 
+import operator
+from functools import reduce
+
 from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -95,7 +98,7 @@ from arch.config import AccelConfig
 from arch import cost
 from rtl.dsp_pack import PackedMul, add_carry, packable
 from rtl.wbuf_read import prefetched_word
-from arch.timing import KMAX, PADMAX, SMAX  # noqa: F401  (re-exported for the feeders)
+from arch.timing import KMAX, PADMAX, SMAX  # noqa: F401  (SMAX re-exported for the feeders)
 
 COORD_BITS = 14  # signed input coordinates (maps up to 8191 pixels a side)
 
@@ -246,37 +249,75 @@ class RmacEngine(wiring.Component):
         load_row = Signal()
         # Each candidate row's outside-the-input flags are computed from registers, side by side,
         # and the row taken picks its flags at the end: the choice (promote, done: wide compares)
-        # and the coordinate arithmetic are not chained (ECP5 Fmax).
+        # and the coordinate arithmetic are not chained (ECP5 Fmax). No flag has an adder before
+        # its compare: the bounds w - j and h - l*stride are registers set at promote, the kernel
+        # row's top (iy0 + ky, iy0 + ky + 1) registers set with the counters, and the promoted
+        # command's first row (-pad + j, -pad + l*stride: small constants) a table of its fields.
         PW = T * a_bits
         row_pad = Signal(L * WS)
+        CB = COORD_BITS + 1
+        w_j = [Signal(signed(CB), name=f"w_{j}") for j in range(WS)]          # cur.w - j
+        h_l = [Signal(signed(CB), name=f"h_{l}") for l in range(L)]           # cur.h - l*stride
+        y_ky, y_ky1 = Signal(signed(CB)), Signal(signed(CB))                  # iy0 + ky, iy0 + ky + 1
+        first_col = Signal(WS)                      # the first segment's column flags (ic0 = -pad)
 
-        def pad_flags(tag, ic, iy, kyv, c):
-            """Flags of a row beat whose first column is ``ic``, replica 0's top row ``iy`` and kernel row
-            ``kyv``, for command fields ``c``: bit ``l WS + j``, position j of replica l outside the input."""
-            col_ok = Signal(WS, name=f"colok_{tag}")
-            for j in range(WS):
-                cj = Signal(signed(COORD_BITS + 1), name=f"col_{tag}{j}")
-                m.d.comb += [cj.eq(ic + j), col_ok[j].eq(c.pw | ((cj >= 0) & (cj < c.w)))]
-            flags = Signal(L * WS, name=f"pad_{tag}")
+        def above(v, c):
+            """``v > c`` for an unsigned ``v`` and a constant ``c >= 0``: the bits above ``c``'s, then a
+            compare of at most ``c``'s width (one LUT level where a compare would be a carry chain)."""
+            k = c.bit_length()
+            hi = v[k:].any() if len(v) > k else 0
+            return hi | (v[:k] > c) if k else v.any()
+
+        def not_below(v, c):
+            """``v >= -c`` for a signed ``v`` and a constant ``c >= 0``: the sign, or (v negative) its low
+            bits, without a carry chain."""
+            if c == 0:
+                return ~v[-1]
+            k = c.bit_length()
+            return ~v[-1] | (v[k:].all() & (v[:k] >= (1 << k) - c))
+
+        def first_ok(c, size, d):
+            """Whether ``-c.pad + d`` lies in ``[0, size)`` (``d`` a constant; ``c.pad`` one of 0..PADMAX)."""
+            res = 0
+            for p in range(PADMAX + 1):
+                ok = (d >= p) and above(size, d - p)
+                res = Mux(c.pad == p, ok, res)
+            return res
+
+        def flags(tag, col_ok, row_ok):
+            f = Signal(L * WS, name=f"pad_{tag}")
             for l in range(L):
-                r = Signal(signed(COORD_BITS + 2), name=f"irow_{tag}{l}")
-                m.d.comb += r.eq(iy + Mux(c.stride == 2, 2 * l, l) + kyv)
-                row_ok = c.pw | ((r >= 0) & (r < c.h))
-                m.d.comb += flags[l * WS:(l + 1) * WS].eq(~(col_ok & row_ok.replicate(WS)))
-            return flags
+                m.d.comb += f[l * WS:(l + 1) * WS].eq(~(col_ok & row_ok[l].replicate(WS)))
+            return f
 
-        pad_promote = pad_flags("p", -nxt.pad, -nxt.pad, 0, nxt)
-        pad_same = pad_flags("s", ic0, iy0, ky, cur)
-        pad_ky = pad_flags("k", ic0, iy0, ky1, cur)                     # the next kernel row
-        pad_seg = pad_flags("x", ic_seg, iy0, 0, cur)                   # the next segment
-        pad_grp = pad_flags("g", -cur.pad, iy_grp, 0, cur)              # the next row group
-        with m.If(promote):
-            m.d.comb += [self.x.ready.eq(1), row_pad.eq(pad_promote)]
-        with m.Elif(cur_valid & ~cur_step):
-            m.d.comb += [self.x.ready.eq(1), row_pad.eq(pad_same)]
-        with m.Elif(issue & last_kx & ~done):
-            m.d.comb += [self.x.ready.eq(1),
-                         row_pad.eq(Mux(last_ky, Mux(last_xs, pad_grp, pad_seg), pad_ky))]
+        def cols(tag, ic):
+            """Column flags (1 = inside) of a row beat whose first column is ``ic`` (the current command)."""
+            ok = Signal(WS, name=f"colok_{tag}")
+            m.d.comb += ok.eq(Cat(cur.pw | (not_below(ic, j) & (ic < w_j[j])) for j in range(WS)))
+            return ok
+
+        def rows(y):
+            """Replica l's row flag (1 = inside) for replica 0's input row ``y`` (the current command)."""
+            return [cur.pw | (Mux(cur.stride == 2, not_below(y, 2 * l), not_below(y, l)) & (y < h_l[l])) for l in range(L)]
+
+        col_p = Signal(WS)
+        m.d.comb += col_p.eq(Cat(nxt.pw | first_ok(nxt, nxt.w, j) for j in range(WS)))
+        row_p = [nxt.pw | Mux(nxt.stride == 2, first_ok(nxt, nxt.h, 2 * l), first_ok(nxt, nxt.h, l))
+                 for l in range(L)]
+        col_0 = cols("0", ic0)
+        pad_promote = flags("p", col_p, row_p)
+        pad_same = flags("s", col_0, rows(y_ky))
+        pad_ky = flags("k", col_0, rows(y_ky1))                       # the next kernel row
+        pad_seg = flags("x", cols("x", ic_seg), rows(iy0))            # the next segment
+        pad_grp = flags("g", first_col, rows(iy_grp))                 # the next row group
+        # which row is taken: one-hot selects from the control, then an AND-OR of the flags, so a
+        # flag's compare passes two LUT levels, not a priority chain of five choices
+        stall_row, nxt_row = Signal(), Signal()             # nxt_row: a row's last tap takes the next row
+        m.d.comb += [stall_row.eq(cur_valid & ~cur_step), nxt_row.eq(~promote & issue & last_kx & ~done),
+                     self.x.ready.eq(promote | stall_row | nxt_row)]
+        taken = [(promote, pad_promote), (~promote & stall_row, pad_same), (nxt_row & ~last_ky, pad_ky),
+                 (nxt_row & last_ky & ~last_xs, pad_seg), (nxt_row & last_ky & last_xs, pad_grp)]
+        m.d.comb += row_pad.eq(reduce(operator.or_, (f & sel.replicate(L * WS) for sel, f in taken)))
         m.d.comb += load_row.eq(self.x.valid & self.x.ready)
 
         with m.If(cur_valid & ~cur_step & self.x.valid):
@@ -286,6 +327,8 @@ class RmacEngine(wiring.Component):
                 m.d.sync += [kx.eq(0), ky.eq(n_ky), ic0.eq(n_ic0), iy0.eq(n_iy0), last_kx.eq(cur.kw == 1),
                              ky1.eq(n_ky + 1), ic_seg.eq(n_ic0 + stepx), iy_grp.eq(n_iy0 + stepy),
                              last_ky.eq(Mux(last_ky, cur.kh == 1, ky + 2 == cur.kh))]
+                n_yk = Mux(last_ky, n_iy0, y_ky1)
+                m.d.sync += [y_ky.eq(n_yk), y_ky1.eq(n_yk + 1)]
                 with m.If(last_ky):
                     m.d.sync += tap.eq(0)
                     with m.If(last_xs):
@@ -311,6 +354,9 @@ class RmacEngine(wiring.Component):
                          iy0.eq(-nxt.pad), ic0.eq(-nxt.pad), ky1.eq(1),
                          ic_seg.eq(-nxt.pad + nxt_stepx), iy_grp.eq(-nxt.pad + nxt_stepy),
                          stepx.eq(nxt_stepx), stepy.eq(nxt_stepy),
+                         y_ky.eq(-nxt.pad), y_ky1.eq(1 - nxt.pad), first_col.eq(col_p),
+                         *[w_j[j].eq(nxt.w - j) for j in range(WS)],
+                         *[h_l[l].eq(nxt.h - Mux(nxt.stride == 2, 2 * l, l)) for l in range(L)],
                          nxt_valid.eq(0)]
 
         # --- accept: a cmd enters the free next-command slot (or the one emptied this cycle); with
@@ -329,12 +375,18 @@ class RmacEngine(wiring.Component):
         # generated Verilog small for the paper preset.)
         R = [Signal(WS * PW, name=f"row{l}") for l in range(L)]
         Rpad = [Signal(WS, name=f"rowpad{l}") for l in range(L)]
+        # The flags load whenever a row is asked for (x.ready), taken or not, so x.valid stays off
+        # their path (ECP5 Fmax): a row asked for and not taken leaves the array waiting (cur_step = 0)
+        # until it comes, and its flags are then computed again (the stalled row's).
         for l in range(L):
             with m.If(load_row):
-                m.d.sync += [R[l].eq(self.x.payload.as_value()[l * WS * PW:(l + 1) * WS * PW]),
-                             Rpad[l].eq(row_pad[l * WS:(l + 1) * WS])]
+                m.d.sync += R[l].eq(self.x.payload.as_value()[l * WS * PW:(l + 1) * WS * PW])
             with m.Elif(issue):
-                m.d.sync += [R[l].eq(R[l] >> PW), Rpad[l].eq(Rpad[l] >> 1)]
+                m.d.sync += R[l].eq(R[l] >> PW)
+            with m.If(self.x.ready):
+                m.d.sync += Rpad[l].eq(row_pad[l * WS:(l + 1) * WS])
+            with m.Elif(issue):
+                m.d.sync += Rpad[l].eq(Rpad[l] >> 1)
 
         # --- stage A: PE inputs (zero point where the window leaves the input) + weight read; the
         # command's bias travels with the data --------------------------------------------------
