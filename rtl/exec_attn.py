@@ -157,9 +157,8 @@ class AttnCore(Core):
         _, n_addr, n_len, _, _ = run(kr + 1)
         with m.If(krun.active):
             m.d.sync += [kr_d.eq(kr), kw_d.eq(phase_w), kks_d.eq(ks_run), ksx_d.eq(~kv & phase_w & ~ks_run)]
-        for q, belongs, jj, byte in krun.place():
-            with m.If(belongs):
-                jr = jj[:max(1, RL.bit_length())]
+        for jr, (en, byte) in enumerate(krun.landing(RL)):
+            with m.If(en):
                 el = Mux(kv, kr_d * N + jr, Mux(kks_d, J * N + jr, jr * N + kr_d))
                 with m.If(kw_d):
                     m.d.sync += wbeat.word_select(el, eng.wop_bits).eq(Mux(ksx_d, byte.as_signed(), byte))

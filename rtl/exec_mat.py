@@ -147,12 +147,13 @@ class MatCore(Core):
         pf, pf_d = Signal(range(len(fields) + 1)), Signal(range(len(fields) + 1))
         with m.If(prun.active):
             m.d.sync += pf_d.eq(pf)
-        for q, belongs, j, byte in prun.place():
-            with m.If(belongs):
+        for j, (en, byte) in enumerate(prun.landing(M * max(nb for _, nb, _ in fields))):
+            with m.If(en):
                 with m.Switch(pf_d):
                     for f, (name, nbytes, _) in enumerate(fields):
-                        with m.Case(f):
-                            m.d.sync += raw[name].word_select(j[:(M * nbytes).bit_length()], 8).eq(byte)
+                        if j < M * nbytes:
+                            with m.Case(f):
+                                m.d.sync += raw[name].word_select(j, 8).eq(byte)
         zx_off = Mux(is_hs, offs["hswish"]["z_x"], Mux(is_lg, offs["logits"]["z_x"], offs["requant"]["z_x"]))
         zx_bytes = R.param_fields(cfg, "requant", ["z_x"])[0][1]
         bias = Signal(data.ArrayLayout(signed(cfg.acc_bits), M))
@@ -202,10 +203,11 @@ class MatCore(Core):
         wbeat, wview = Signal(8 * M * N), Signal(8 * M * N)
         m.d.comb += wview.eq(wbeat)
         m.d.sync += wbeat.eq(wview)
-        for q, belongs, j, byte in wrun.place():
-            with m.If(belongs):
-                keep = (wl_d < lanes) & (tw0 + j[:logN + 1] < K)
-                m.d.comb += wview.word_select(wl_d * N + j[:logN + 1], 8).eq(Mux(keep, byte, 0))
+        for n, (en, byte) in enumerate(wrun.landing(N)):
+            for lane in range(M):
+                with m.If(en & (wl_d == lane)):
+                    keep = (lane < lanes) & (tw0 + n < K)
+                    m.d.comb += wview.word_select(lane * N + n, 8).eq(Mux(keep, byte, 0))
         for j in range(M * N):
             m.d.comb += eng.w.payload[j].eq(wview.word_select(j, 8).as_signed())
 
@@ -385,9 +387,10 @@ class MatCore(Core):
         pbeat, cstride, nplane = Signal(32), Signal(32), Signal(32)
         with m.If(trun.active):
             m.d.sync += tn_d.eq(tn)
-        for q, belongs, j, byte in trun.place():
-            with m.If(belongs):
-                m.d.sync += tbuf[tn_d * PB + j[:max(1, PB.bit_length())]].eq(byte)
+        for j, (en, byte) in enumerate(trun.landing(PB)):
+            for n in range(N):
+                with m.If(en & (tn_d == n)):
+                    m.d.sync += tbuf[n * PB + j].eq(byte)
         tbeat = Signal(8 * BW)
         with m.Switch(ti):
             for i in range(GB):

@@ -81,13 +81,12 @@ class _Gather:
                 m.d.sync += run.begin(Mux(l == nl - 1, self.tptr + self.a, run.ptr + self.b)[:abits], run.n)
                 with m.If(l == nl - 1):
                     m.d.sync += self.tptr.eq(self.tptr + self.a)
-        jb = max(WS, L * S).bit_length()
-        for q, belongs, j, byte in run.place():
-            with m.If(belongs):
-                at = (pl * WS + j[:jb]) * T + pt
+        for j, (en, byte) in enumerate(run.landing(max(WS, L * S))):
+            with m.If(en):
+                at = (pl * WS + j) * T + pt
                 if self.split_ok:
                     lg = S.bit_length() - 1
-                    at = Mux(self.split, ((j[:jb] >> lg) * WS + (j[:jb] & (S - 1))) * T, at)
+                    at = Mux(self.split, ((j >> lg) * WS + (j & (S - 1))) * T, at)
                 m.d.comb += self.view[at].eq(byte)
 
     def start(self, base, a, b, nt, nl, nj, split=False) -> list:

@@ -458,35 +458,52 @@ class RowRun:
     ``begin(addr, n)`` (statements for the owner's ``sync``) points it at ``n`` bytes from ``addr``;
     while the owner holds ``active`` the rows touched go out on ``addr`` one per cycle, ``end`` marks
     the run's last row (the owner then begins the next run or drops ``active``). A cycle later, with
-    ``pending``, the row is on ``rword``; :meth:`place` gives, for each of its bytes, whether it
-    belongs to the run and its index ``j`` in it, for the owner to put where the byte goes."""
+    ``pending``, the row is on ``rword``; :meth:`landing` gives, for each byte ``j`` of the run, whether
+    this row holds it and its value, for the owner to put where byte ``j`` goes.
+
+    Why a gather and not a scatter: byte ``j`` sits at row byte ``(j + ptr) mod RB``, so one rotation of
+    the row by the run's offset puts every byte at a fixed place, and byte ``j`` is in the row when
+    ``(j + offset) // RB`` is the row's index in the run. The owner's destinations are then wired to
+    constant places; a row byte with a computed destination index needs a decoder per byte and place
+    (on the ECP5 that made the MAT core 22k LUT4 at the tiny preset)."""
 
     def __init__(self, m: Module, abits: int, rword, row_bytes: int, max_len: int):
         RB = self.rb = row_bytes
+        lb = RB.bit_length() - 1
         self.rword = rword
         self.active, self.end, self.pending = Signal(), Signal(), Signal()
         self.addr = Signal(abits)
         self.ptr, self.row = Signal(abits), Signal(abits)
         self.n = Signal(range(max_len + 1))
-        self._j0 = Signal(signed(max(16, (max_len + RB).bit_length() + 1)))
-        self._n = Signal(range(max_len + 1))
+        span = -(-(max_len + RB - 1) // RB)                      # rows a run can touch
+        self._ri = Signal(range(span + 1))                       # rows of the run issued so far
+        # the row in flight: its index in the run, the run's offset in its first row, the run's length
+        self._pi, self._off, self._n = Signal(range(span + 1)), Signal(max(1, lb)), Signal(range(max_len + 1))
         m.d.comb += [self.addr.eq(self.row),
                      self.end.eq(self.row == ((self.ptr + self.n - 1) & ~(RB - 1))[:abits])]
         m.d.sync += self.pending.eq(self.active)
         with m.If(self.active):
-            # the row's first byte relative to the run (mod the scratch: a run may wrap past its end)
-            m.d.sync += [self._j0.eq((self.row - self.ptr)[:abits].as_signed()), self._n.eq(self.n)]
+            m.d.sync += [self._pi.eq(self._ri), self._n.eq(self.n)]
+            if lb:
+                m.d.sync += self._off.eq(self.ptr[:lb])
             with m.If(~self.end):
-                m.d.sync += self.row.eq(self.row + RB)
+                m.d.sync += [self.row.eq(self.row + RB), self._ri.eq(self._ri + 1)]
+        rot = self.rword
+        for b in range(lb):                                      # run byte j at rot byte j mod RB
+            rot = Mux(self._off[b], rot.rotate_right(8 << b), rot)
+        self._rot = Signal(8 * RB)
+        m.d.comb += self._rot.eq(rot)
 
     def begin(self, addr, n) -> list:
-        return [self.ptr.eq(addr), self.row.eq(addr & ~(self.rb - 1)), self.n.eq(n)]
+        return [self.ptr.eq(addr), self.row.eq(addr & ~(self.rb - 1)), self.n.eq(n), self._ri.eq(0)]
 
-    def place(self):
-        """``(q, belongs, j, byte)`` for each byte ``q`` of the row on ``rword`` (valid with ``pending``)."""
-        for q in range(self.rb):
-            j = self._j0 + q
-            yield q, self.pending & (j >= 0) & (j < self._n), j, self.rword.word_select(q, 8)
+    def landing(self, size: int):
+        """``(en, byte)`` for each byte ``j`` in ``range(size)`` of the run: ``en`` when the row on
+        ``rword`` (valid with ``pending``) holds it."""
+        RB = self.rb
+        for j in range(size):
+            row_of_j = Mux(self._off >= RB - j % RB, j // RB + 1, j // RB)
+            yield self.pending & (j < self._n) & (self._pi == row_of_j), self._rot.word_select(j % RB, 8)
 
 
 class RowWrite:
