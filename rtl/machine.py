@@ -54,7 +54,8 @@ class Executor(wiring.Component):
 
     Contract: start on ``ctl.go`` with ``ctl.record``; address DRAM only through the DMA ports and
     only between ``go`` and ``done``; pulse ``ctl.done`` once every write of the operation is
-    acknowledged (``wr_done``); on ``ctl.abort`` return to idle at once."""
+    acknowledged (``wr_done``); on ``ctl.abort`` (a cycle after the sequencer stopped the program) return
+    to idle at once."""
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -114,11 +115,17 @@ class Machine(wiring.Component):
             owners[by_factory[f]].append(i)
         busy_of = {e: [] for e in ENGINES}
         mine = []
+        # abort is registered: it is a function of the running executor's own error output (through
+        # the sequencer) and it resets every flip-flop of the executor, so unregistered it made one
+        # path from a core's checks to thousands of endpoints. The executor's DMA streams are already
+        # the sequencer's in the cycle between (``executing`` drops with the error).
+        abort = Signal()
+        m.d.sync += abort.eq(seq.exec.abort)
         for ex, bits in zip(instances, owners):
             own = Signal(name=f"own_{len(mine)}")
             m.d.comb += own.eq(Cat(*(seq.owner[i] for i in bits)).any())
             mine.append(own)
-            m.d.comb += [ex.ctl.go.eq(seq.exec.go & own), ex.ctl.abort.eq(seq.exec.abort & own),
+            m.d.comb += [ex.ctl.go.eq(seq.exec.go & own), ex.ctl.abort.eq(abort & own),
                          ex.ctl.record.eq(seq.exec.record), ex.ctl.dram_bytes.eq(seq.exec.dram_bytes),
                          ex.ctl.dram_base.eq(seq.exec.dram_base), ex.wr_done.eq(dma.wr_done & own)]
             for e in ENGINES:       # busy is counted for the engine of the opcode it runs
