@@ -266,7 +266,9 @@ class RmacEngine(wiring.Component):
             compare of at most ``c``'s width (one LUT level where a compare would be a carry chain)."""
             k = c.bit_length()
             hi = v[k:].any() if len(v) > k else 0
-            return hi | (v[:k] > c) if k else v.any()
+            if c == (1 << k) - 1:                                # (all ones: no k-bit value is above it)
+                return hi
+            return hi | (v[:k] > c)
 
         def not_below(v, c):
             """``v >= -c`` for a signed ``v`` and a constant ``c >= 0``: the sign, or (v negative) its low
