@@ -136,7 +136,8 @@ class MatCore(Core):
         B = self.word_bytes
         offs = {e: R.param_offsets(m, rec, e, cfg) for e in EPILOGUES}
         fields = R.param_fields(cfg, "hswish", ["bias", "pre_M", "pre_n", "pre_z", "t3", "z_p", "M", "n", "z_out"])
-        prun = RowRun(m, ab, self.rword, B, M * max(nb for _, nb, _ in fields))
+        pmax = M * max(nb for _, nb, _ in fields)                 # the longest field run
+        prun = RowRun(m, ab, self.rword, B, pmax)
         raw = {name: Signal(8 * M * nbytes, name=f"raw_{name}") for name, nbytes, _ in fields}
         field_run = []
         for name, nbytes, _ in fields:
@@ -147,7 +148,7 @@ class MatCore(Core):
         pf, pf_d = Signal(range(len(fields) + 1)), Signal(range(len(fields) + 1))
         with m.If(prun.active):
             m.d.sync += pf_d.eq(pf)
-        for j, (en, byte) in enumerate(prun.landing(M * max(nb for _, nb, _ in fields))):
+        for j, (en, byte) in enumerate(prun.landing(pmax)):
             with m.If(en):
                 with m.Switch(pf_d):
                     for f, (name, nbytes, _) in enumerate(fields):
