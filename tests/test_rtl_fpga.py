@@ -160,6 +160,7 @@ def test_design_clock_prefers_clk():
     (["pnr", "--preset", "huge"], ["unknown preset", "'huge'", "tiny"]),
     (["pnr", "--units", "requant", "--device", "99k"], ["unknown device", "'99k'", "85k"]),
     (["pnr", "--units", "requant", "--freq", "0"], ["--freq must be positive"]),
+    (["pnr", "--units", "requant", "--router", "router3"], ["--router", "'router3'", "router2"]),
     ([], ["pnr"]),
 ])
 def test_cli_errors(argv, words, capsys):
