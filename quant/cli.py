@@ -66,9 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no_migration", action="store_true", help="disable channel-wise migration")
     g.add_argument("--no_shift", action="store_true", help="disable filter-wise shifting")
     g.add_argument("--no_log2", action="store_true", help="divide by the float divisor (no log2 quantization)")
+    g.add_argument("--no_stream_eq", action="store_true",
+                   help="disable residual-stream equalization (per-channel scales folded into the weights)")
+    g.add_argument("--stream_alpha", type=float, default=1.0,
+                   help="residual-stream equalization's balance: 1 equalizes activation ranges only, 0 weights only")
+    g.add_argument("--head_eq", action="store_true",
+                   help="head equalization: LiteMLA's q, k, v rescaled per head, folded into the weights (off: "
+                        "no measurable gain on the proxy)")
     g.add_argument("--no_bias_correction", action="store_true",
                    help="no expected-error bias correction of the weights' rounding (on by default; int32 biases only)")
-    g.add_argument("--vanilla", action="store_true", help="none of the three Trio-ViT techniques (nor bias correction)")
+    g.add_argument("--vanilla", action="store_true", help="none of the three Trio-ViT techniques (nor bias correction or stream equalization)")
     g.add_argument("--log2_bits", type=int, default=4, help="bits of the divisor's exponent code")
     g.add_argument("--no_log2_mantissa", action="store_true",
                    help="the divisor in powers of two, as Trio-ViT (default: {1, 4/3} 2^e, one more "
@@ -103,6 +110,8 @@ def config_from_args(a: argparse.Namespace) -> QuantConfig:
         migration=not (a.no_migration or a.vanilla), shift=not (a.no_shift or a.vanilla),
         log2=not (a.no_log2 or a.vanilla), log2_bits=a.log2_bits, log2_frac=0 if a.no_log2_mantissa else 1,
         bias_correction=not (a.no_bias_correction or a.vanilla),
+        stream_eq=not (a.no_stream_eq or a.vanilla), stream_alpha=a.stream_alpha,
+        head_eq=a.head_eq and not a.vanilla,
         log2_clamp=tuple(a.log2_clamp) if a.log2_clamp else None,
         iters_w=a.iters_w, weight=a.weight, b_start=a.b_start, b_end=a.b_end, warmup=a.warmup,
         iters_a=a.iters_a, lr=a.lr, batch_size=a.calib_batch_size, rec_batch_size=a.rec_batch_size,
@@ -117,6 +126,8 @@ def check_args(a: argparse.Namespace) -> str | None:
         v = getattr(a, flag)
         if v is not None and v < least:
             return f"--{flag} must be at least {least}, got {v}"
+    if not 0 <= a.stream_alpha <= 1:
+        return f"--stream_alpha must be in [0, 1], got {a.stream_alpha}"
     if a.crop_ratio is not None and not 0 < a.crop_ratio <= 1:
         # MIT's eval transform resizes to ceil(size / crop), then crops size: above 1 the crop is padded black
         return f"--crop_ratio must be in (0, 1] (0.95 for B0/B1, 1.0 for B2/B3), got {a.crop_ratio}"

@@ -29,6 +29,13 @@ class QuantConfig:
     log2_frac: int = 1
     log2_clamp: tuple[int, int] | None = None  # integer exponent range; None = calibrated
     migration_clip: tuple[float, float] = (0.1, 64.0)
+    # Residual-stream equalization (per-channel scaling of each residual stream, folded into its
+    # producers' requantization and its readers' filters; hardware-free) and its balance exponent
+    stream_eq: bool = True
+    stream_alpha: float = 1.0
+    # Head equalization: LiteMLA's q, k and v rescaled per head, folded into qkv and proj (hardware-free;
+    # off: it moved the proxy's logit SQNR by 0.02 dB)
+    head_eq: bool = False
     # Expected-error bias correction of the weights' rounding (int32 biases only; hardware-free)
     bias_correction: bool = True
     # BRECQ reconstruction
@@ -62,6 +69,8 @@ class QuantConfig:
             if hi - lo + 1 > 2 ** self.log2_bits or hi < lo:
                 raise ValueError(f"log2 clamp [{lo}, {hi}] does not fit a {self.log2_bits}-bit code "
                                  f"(at most {2 ** self.log2_bits} exponents)")
+        if not 0.0 <= self.stream_alpha <= 1.0:
+            raise ValueError(f"--stream_alpha must be in [0, 1], got {self.stream_alpha}")
         if self.p <= 0:
             raise ValueError(f"--p must be positive, got {self.p}")
         if self.rec_input not in ("quant", "float"):

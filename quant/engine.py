@@ -13,8 +13,9 @@ from .calibrate import calibrate_activations, init_weight_quantizers, set_act_qu
 from .config import QuantConfig
 from .qmodel import QEfficientViT, build_qmodel
 from .reconstruct import reconstruct
-from .techniques import (apply_bias_correction, apply_migration, apply_shift, collect_channel_stats,
-                         set_log2_ranges)
+from .techniques import (apply_bias_correction, apply_migration, apply_head_equalization, apply_shift,
+                         apply_stream_equalization,
+                         collect_channel_stats, set_log2_ranges)
 
 
 def _batches(images: torch.Tensor, bs: int):
@@ -41,6 +42,10 @@ def quantize(model: nn.Module, calib: Iterable, cfg: QuantConfig | None = None,
     qmodel = build_qmodel(copy.deepcopy(model).eval(), cfg.n_bits_a)
     report: dict = dict(config=cfg.to_dict(), techniques=cfg.techniques, num_calib=len(images))
 
+    if cfg.stream_eq:  # first: it leaves every reader's output, hence migration's statistics, as they were
+        apply_stream_equalization(qmodel, batches, cfg.stream_alpha)
+    if cfg.head_eq:
+        apply_head_equalization(qmodel, batches)
     if cfg.migration or cfg.shift:
         stats = collect_channel_stats(qmodel, batches, gen)
         if cfg.migration:

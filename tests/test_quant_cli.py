@@ -56,6 +56,16 @@ def test_no_log2_mantissa_gives_the_powers_of_two():
     assert config_from_args(build_parser().parse_args(args + ["--no_log2_mantissa"])).log2_frac == 0
 
 
+def test_equalization_switches():
+    from quant.cli import build_parser, check_args, config_from_args
+    args = ["--data_path", "x", "--model", "b0-r224"]
+    cfg = lambda extra: config_from_args(build_parser().parse_args(args + extra))  # noqa: E731
+    assert (cfg([]).stream_eq, cfg([]).stream_alpha, cfg([]).head_eq) == (True, 1.0, False)
+    assert cfg(["--no_stream_eq"]).stream_eq is False and cfg(["--head_eq"]).head_eq is True
+    assert cfg(["--vanilla", "--head_eq"]).stream_eq is False and cfg(["--vanilla", "--head_eq"]).head_eq is False
+    assert "--stream_alpha must be in [0, 1]" in check_args(build_parser().parse_args(args + ["--stream_alpha", "2"]))
+
+
 def test_vanilla_switches_all_techniques_off(synthetic_folder, seeded_b0_ckpt, tmp_path):
     out = tmp_path / "v"
     assert main(FAST + ["--data_path", str(synthetic_folder), "--weight_url", str(seeded_b0_ckpt), "--vanilla",

@@ -9,7 +9,8 @@ from quant.data import SyntheticImages
 from quant.models import create_model
 from quant.qmodel import build_qmodel
 from quant.quantizers import ActQuantizer
-from quant.techniques import apply_migration, apply_shift, collect_channel_stats, mbconvs
+from quant.techniques import (apply_head_equalization, apply_migration, apply_shift, apply_stream_equalization,
+                              collect_channel_stats, mbconvs, residual_streams)
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +45,42 @@ def test_technique_leaves_float_output_unchanged(b0_and_images, technique):
     with torch.no_grad():
         after = qm(x)
     torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
+
+
+def test_stream_equalization_leaves_float_output_unchanged(b0_and_images):
+    model, x = b0_and_images
+    qm = build_qmodel(model)
+    with torch.no_grad():
+        before = qm(x)
+    streams = residual_streams(qm)
+    # B0: the stem's, stage 0's and stage 1's (one residual block each), stages 2 and 3 (four each)
+    assert [len(st.producers) for st in streams] == [2, 2, 2, 5, 5]
+    assert streams[0].readers[0].name == "stem.res0.dw" and streams[-1].readers[-1].name == "head.in_conv"
+    ds = apply_stream_equalization(qm, [x[:4], x[4:]], alpha=1.0)
+    for st, d in zip(streams, ds):
+        assert d.std() > 0 and all(torch.equal(op.out_div, d) for op in st.producers)
+    with torch.no_grad():
+        after = qm(x)
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
+
+
+def test_head_equalization_leaves_float_output_unchanged_and_evens_heads(b0_and_images):
+    model, x = b0_and_images
+    qm = build_qmodel(model)
+    with torch.no_grad():
+        before = qm(x)
+    gains = apply_head_equalization(qm, [x])
+    assert len(gains) == 4 and all(g.min() >= 1 and g.max() > 1 for g in gains.values())
+    seen = {}
+    hook = qm.blocks[[b.name for b in qm.blocks].index("stages.2.blocks.1.context")].qkv.out_q.register_forward_pre_hook(
+        lambda m, a: seen.setdefault("x", a[0]))
+    with torch.no_grad():
+        after = qm(x)
+    hook.remove()
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
+    blk = qm.blocks[[b.name for b in qm.blocks].index("stages.2.blocks.1.context")]
+    a = seen["x"].abs().transpose(0, 1).flatten(1).amax(1).view(blk.heads, 3, blk.dim).amax(2)
+    torch.testing.assert_close(a, a.amax(0, keepdim=True).expand_as(a), rtol=1e-4, atol=0)  # every head alike
 
 
 def test_shift_is_the_reference_subtract_and_fold():
