@@ -33,6 +33,8 @@ class QuantConfig:
     # producers' requantization and its readers' filters; hardware-free) and its balance exponent
     stream_eq: bool = True
     stream_alpha: float = 1.0
+    # Projection-input equalization: migration for each MBConv's projecting conv (hardware-free)
+    proj_eq: bool = True
     # Head equalization: LiteMLA's q, k and v rescaled per head, folded into qkv and proj (hardware-free;
     # off: it moved the proxy's logit SQNR by 0.02 dB)
     head_eq: bool = False

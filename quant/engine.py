@@ -13,8 +13,8 @@ from .calibrate import calibrate_activations, init_weight_quantizers, set_act_qu
 from .config import QuantConfig
 from .qmodel import QEfficientViT, build_qmodel
 from .reconstruct import reconstruct
-from .techniques import (apply_bias_correction, apply_migration, apply_head_equalization, apply_shift,
-                         apply_stream_equalization,
+from .techniques import (apply_bias_correction, apply_migration, apply_head_equalization,
+                         apply_projection_equalization, apply_shift, apply_stream_equalization,
                          collect_channel_stats, set_log2_ranges)
 
 
@@ -46,10 +46,12 @@ def quantize(model: nn.Module, calib: Iterable, cfg: QuantConfig | None = None,
         apply_stream_equalization(qmodel, batches, cfg.stream_alpha)
     if cfg.head_eq:
         apply_head_equalization(qmodel, batches)
-    if cfg.migration or cfg.shift:
+    if cfg.migration or cfg.shift or cfg.proj_eq:
         stats = collect_channel_stats(qmodel, batches, gen)
         if cfg.migration:
             apply_migration(qmodel, stats, cfg.migration_clip)
+        if cfg.proj_eq:
+            apply_projection_equalization(qmodel, stats, cfg.stream_alpha, centred=cfg.shift)
         if cfg.shift:
             apply_shift(qmodel, stats)
     if cfg.bias_correction:

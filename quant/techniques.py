@@ -22,6 +22,11 @@ Beyond the paper, also exact identities that cost the hardware nothing:
   large ranges no longer set the step of every stream tensor: on the proxy the
   stem's output channels span 0.4 to 33 and its per-tensor residual sum alone
   cost 17 dB of logit SQNR.
+* Projection-input equalization: channel-wise migration for each MBConv's
+  projecting 1x1 conv. Its input (the depthwise output) is divided per
+  channel by d_c (the depthwise conv's ``out_div``) and the projection's
+  input columns multiplied by it, d_c balanced like the streams' against the
+  projection's weights; filter-wise shifting then centres the scaled channels.
 * Head equalization: ReLU linear attention is unchanged when one head's q or
   k is multiplied by a positive constant (numerator and divisor both scale),
   and one head's v gain is undone by the projection's input columns. LiteMLA's
@@ -202,6 +207,26 @@ def apply_migration(qmodel: QEfficientViT, stats: dict, clip: tuple[float, float
         s = (cmax / r).clamp(*clip)
         expand.out_div = s.clone()
         dw.weight.mul_(s.view(-1, 1, 1, 1))
+
+
+@torch.no_grad()
+def apply_projection_equalization(qmodel: QEfficientViT, stats: dict, alpha: float = 1.0, centred: bool = True,
+                                  clip: tuple[float, float] = (1 / 64, 64.0)) -> None:
+    """Each MBConv's projection input divided per channel (see the module docstring). ``stats`` are
+    collect_channel_stats'; their projection-input ranges are rescaled to match, for apply_shift.
+    ``centred``: balance the channels' half ranges (filter-wise shifting centres them), else their maxima."""
+    for blk in mbconvs(qmodel):
+        _, dw, proj = blk.ops
+        st = stats[f"{blk.name}.proj_in"]
+        r = (st.cmax - st.cmin) / 2 if centred else torch.maximum(st.cmax.abs(), st.cmin.abs())
+        w = proj.weight.abs().transpose(0, 1).flatten(1).amax(1)
+        d = r.clamp(min=1e-8).pow(alpha) / w.clamp(min=1e-8).pow(1 - alpha)
+        d = (d / d.log().mean().exp()).clamp(*clip)
+        if dw.out_div.numel():
+            raise RuntimeError(f"{dw.name} already divides its output per channel")
+        dw.out_div = d.clone()
+        proj.weight.mul_(d.view(1, -1, 1, 1))
+        st.cmin, st.cmax = st.cmin / d, st.cmax / d
 
 
 @torch.no_grad()

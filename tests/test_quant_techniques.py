@@ -9,8 +9,8 @@ from quant.data import SyntheticImages
 from quant.models import create_model
 from quant.qmodel import build_qmodel
 from quant.quantizers import ActQuantizer
-from quant.techniques import (apply_head_equalization, apply_migration, apply_shift, apply_stream_equalization,
-                              collect_channel_stats, mbconvs, residual_streams)
+from quant.techniques import (apply_head_equalization, apply_migration, apply_projection_equalization, apply_shift,
+                              apply_stream_equalization, collect_channel_stats, mbconvs, residual_streams)
 
 
 @pytest.fixture(scope="module")
@@ -28,15 +28,18 @@ def test_qmodel_matches_timm_in_float(b0_and_images):
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("technique", ["migration", "shift"])
+@pytest.mark.parametrize("technique", ["migration", "shift", "projection equalization"])
 def test_technique_leaves_float_output_unchanged(b0_and_images, technique):
     model, x = b0_and_images
     qm = build_qmodel(model)
     with torch.no_grad():
         before = qm(x)
     stats = collect_channel_stats(qm, [x[:4], x[4:]], torch.Generator().manual_seed(0))
-    (apply_migration if technique == "migration" else apply_shift)(qm, stats)
-    changed = [b.ops[0].out_div.numel() > 0 if technique == "migration" else b.ops[1].out_q.shift.numel() > 0
+    apply = {"migration": apply_migration, "shift": apply_shift,
+             "projection equalization": lambda qm, st: (apply_projection_equalization(qm, st), apply_shift(qm, st))}
+    apply[technique](qm, stats)
+    changed = [b.ops[0].out_div.numel() > 0 if technique == "migration" else
+               b.ops[1].out_q.shift.numel() > 0 if technique == "shift" else b.ops[1].out_div.std() > 0
                for b in mbconvs(qm)]
     assert changed and all(changed)
     if technique == "migration":
