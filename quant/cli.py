@@ -70,12 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="disable residual-stream equalization (per-channel scales folded into the weights)")
     g.add_argument("--stream_alpha", type=float, default=1.0,
                    help="residual-stream equalization's balance: 1 equalizes activation ranges only, 0 weights only")
-    g.add_argument("--no_proj_eq", action="store_true",
-                   help="disable projection-input equalization (each MBConv projection's input scaled per channel, "
-                        "folded into the weights)")
-    g.add_argument("--head_eq", action="store_true",
-                   help="head equalization: LiteMLA's q, k, v rescaled per head, folded into the weights (off: "
-                        "no measurable gain on the proxy)")
+    g.add_argument("--proj_eq", action="store_true",
+                   help="projection-input equalization: each MBConv projection's input scaled per channel, folded "
+                        "into the weights (off by default: no gain in top-1 on the proxy)")
+    g.add_argument("--no_head_eq", action="store_true",
+                   help="disable head equalization (LiteMLA's q, k, v rescaled per head, folded into the weights)")
     g.add_argument("--no_bias_correction", action="store_true",
                    help="no expected-error bias correction of the weights' rounding (on by default; int32 biases only)")
     g.add_argument("--vanilla", action="store_true", help="none of the three Trio-ViT techniques (nor bias correction or stream equalization)")
@@ -114,7 +113,7 @@ def config_from_args(a: argparse.Namespace) -> QuantConfig:
         log2=not (a.no_log2 or a.vanilla), log2_bits=a.log2_bits, log2_frac=0 if a.no_log2_mantissa else 1,
         bias_correction=not (a.no_bias_correction or a.vanilla),
         stream_eq=not (a.no_stream_eq or a.vanilla), stream_alpha=a.stream_alpha,
-        head_eq=a.head_eq and not a.vanilla, proj_eq=not (a.no_proj_eq or a.vanilla),
+        head_eq=not (a.no_head_eq or a.vanilla), proj_eq=a.proj_eq and not a.vanilla,
         log2_clamp=tuple(a.log2_clamp) if a.log2_clamp else None,
         iters_w=a.iters_w, weight=a.weight, b_start=a.b_start, b_end=a.b_end, warmup=a.warmup,
         iters_a=a.iters_a, lr=a.lr, batch_size=a.calib_batch_size, rec_batch_size=a.rec_batch_size,

@@ -218,7 +218,10 @@ def apply_projection_equalization(qmodel: QEfficientViT, stats: dict, alpha: flo
     for blk in mbconvs(qmodel):
         _, dw, proj = blk.ops
         st = stats[f"{blk.name}.proj_in"]
-        r = (st.cmax - st.cmin) / 2 if centred else torch.maximum(st.cmax.abs(), st.cmin.abs())
+        if centred:  # half ranges; a channel's midpoint over 64 of them would leave the int16 zero point
+            r = torch.maximum((st.cmax - st.cmin) / 2, ((st.cmax + st.cmin) / 2).abs() / 64)
+        else:
+            r = torch.maximum(st.cmax.abs(), st.cmin.abs())
         w = proj.weight.abs().transpose(0, 1).flatten(1).amax(1)
         d = r.clamp(min=1e-8).pow(alpha) / w.clamp(min=1e-8).pow(1 - alpha)
         d = (d / d.log().mean().exp()).clamp(*clip)

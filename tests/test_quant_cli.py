@@ -60,10 +60,10 @@ def test_equalization_switches():
     from quant.cli import build_parser, check_args, config_from_args
     args = ["--data_path", "x", "--model", "b0-r224"]
     cfg = lambda extra: config_from_args(build_parser().parse_args(args + extra))  # noqa: E731
-    assert (cfg([]).stream_eq, cfg([]).stream_alpha, cfg([]).head_eq) == (True, 1.0, False)
-    assert cfg(["--no_stream_eq"]).stream_eq is False and cfg(["--head_eq"]).head_eq is True
-    assert cfg([]).proj_eq is True and cfg(["--no_proj_eq"]).proj_eq is False and cfg(["--vanilla"]).proj_eq is False
-    assert cfg(["--vanilla", "--head_eq"]).stream_eq is False and cfg(["--vanilla", "--head_eq"]).head_eq is False
+    assert (cfg([]).stream_eq, cfg([]).stream_alpha, cfg([]).head_eq, cfg([]).proj_eq) == (True, 1.0, True, False)
+    assert cfg(["--no_stream_eq"]).stream_eq is False and cfg(["--no_head_eq"]).head_eq is False
+    assert cfg(["--proj_eq"]).proj_eq is True
+    assert not any(getattr(cfg(["--vanilla", "--proj_eq"]), f) for f in ("stream_eq", "head_eq", "proj_eq"))
     assert "--stream_alpha must be in [0, 1]" in check_args(build_parser().parse_args(args + ["--stream_alpha", "2"]))
 
 
