@@ -100,6 +100,35 @@ def collect_channel_stats(qmodel: QEfficientViT, batches: Iterable[torch.Tensor]
     return stats
 
 
+@torch.no_grad()
+def input_absmax(qmodel: QEfficientViT, batches: Iterable[torch.Tensor],
+                 watched: dict) -> dict:
+    """Per key of ``watched`` (key -> modules), the largest magnitude of each channel of those modules'
+    inputs over the batches."""
+    amax: dict = {}
+
+    def observe(key):
+        def hook(_, args):
+            x = args[0].detach()
+            m = x.abs().transpose(0, 1).reshape(x.shape[1], -1).amax(1)
+            amax[key] = m if key not in amax else torch.maximum(amax[key], m)
+        return hook
+    run_with_pre_hooks(qmodel, batches, [(m, observe(k)) for k, mods in watched.items() for m in mods])
+    return amax
+
+
+def column_absmax(op: QOp) -> torch.Tensor:
+    """A dense op's largest weight magnitude per input channel."""
+    return op.weight.abs().transpose(0, 1).flatten(1).amax(1)
+
+
+def balance(a: torch.Tensor, w: torch.Tensor, alpha: float, clip: tuple[float, float]) -> torch.Tensor:
+    """Per-channel divisors d = a^alpha / w^(1 - alpha) for activation ranges a and reader weight ranges w,
+    scaled to geometric mean 1 (the tensor keeps its overall size) and clipped."""
+    d = a.clamp(min=1e-8).pow(alpha) / w.clamp(min=1e-8).pow(1 - alpha)
+    return (d / d.log().mean().exp()).clamp(*clip)
+
+
 @dataclass
 class ResidualStream:
     """Tensors joined by residual adds: the ops whose outputs enter it, the quantizers of its tensors
@@ -135,27 +164,16 @@ def residual_streams(qmodel: QEfficientViT) -> list[ResidualStream]:
 
 
 @torch.no_grad()
-def apply_stream_equalization(qmodel: QEfficientViT, batches: Iterable[torch.Tensor], alpha: float = 0.5,
+def apply_stream_equalization(qmodel: QEfficientViT, batches: Iterable[torch.Tensor], alpha: float = 1.0,
                               clip: tuple[float, float] = (1 / 64, 64.0)) -> list[torch.Tensor]:
     """Divide every residual stream by d per channel (see the module docstring); returns each stream's d."""
     streams = residual_streams(qmodel)
-    amax: dict[int, torch.Tensor] = {}
-
-    def observe(i):
-        def hook(_, args):
-            x = args[0].detach()
-            m = x.abs().transpose(0, 1).reshape(x.shape[1], -1).amax(1)
-            amax[i] = m if i not in amax else torch.maximum(amax[i], m)
-        return hook
-    run_with_pre_hooks(qmodel, batches, [(q, observe(i)) for i, st in enumerate(streams) for q in st.tensors])
+    amax = input_absmax(qmodel, batches, {i: st.tensors for i, st in enumerate(streams)})
     out = []
     for i, st in enumerate(streams):
-        a = amax[i].clamp(min=1e-8)
         dense = [op for op in st.readers if op.groups == 1]
-        w = torch.stack([op.weight.abs().transpose(0, 1).flatten(1).amax(1) for op in dense]).amax(0) \
-            if dense else torch.ones_like(a)
-        d = a.pow(alpha) / w.clamp(min=1e-8).pow(1 - alpha)
-        d = (d / d.log().mean().exp()).clamp(*clip)  # geometric mean 1: the stream keeps its overall size
+        w = torch.stack([column_absmax(op) for op in dense]).amax(0) if dense else torch.ones_like(amax[i])
+        d = balance(amax[i], w, alpha, clip)
         for op in st.producers:
             if op.out_div.numel():
                 raise RuntimeError(f"{op.name} already divides its output per channel")
@@ -172,15 +190,7 @@ def apply_head_equalization(qmodel: QEfficientViT, batches: Iterable[torch.Tenso
     """Scale each LiteMLA head's q, k and v to the largest head's range (see the module docstring);
     returns each block's gains, (heads, 3)."""
     blocks = [b for b in qmodel.blocks if isinstance(b, QLiteMLA)]
-    amax: dict[str, torch.Tensor] = {}
-
-    def observe(name):
-        def hook(_, args):
-            x = args[0].detach()
-            m = x.abs().transpose(0, 1).reshape(x.shape[1], -1).amax(1)
-            amax[name] = m if name not in amax else torch.maximum(amax[name], m)
-        return hook
-    run_with_pre_hooks(qmodel, batches, [(b.qkv.out_q, observe(b.name)) for b in blocks])
+    amax = input_absmax(qmodel, batches, {b.name: [b.qkv.out_q] for b in blocks})
     gains = {}
     for b in blocks:
         h, d = b.heads, b.dim
@@ -222,9 +232,7 @@ def apply_projection_equalization(qmodel: QEfficientViT, stats: dict, alpha: flo
             r = torch.maximum((st.cmax - st.cmin) / 2, ((st.cmax + st.cmin) / 2).abs() / 64)
         else:
             r = torch.maximum(st.cmax.abs(), st.cmin.abs())
-        w = proj.weight.abs().transpose(0, 1).flatten(1).amax(1)
-        d = r.clamp(min=1e-8).pow(alpha) / w.clamp(min=1e-8).pow(1 - alpha)
-        d = (d / d.log().mean().exp()).clamp(*clip)
+        d = balance(r, column_absmax(proj), alpha, clip)
         if dw.out_div.numel():
             raise RuntimeError(f"{dw.name} already divides its output per channel")
         dw.out_div = d.clone()
