@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="disable head equalization (LiteMLA's q, k, v rescaled per head, folded into the weights)")
     g.add_argument("--no_bias_correction", action="store_true",
                    help="no expected-error bias correction of the weights' rounding (on by default; int32 biases only)")
-    g.add_argument("--vanilla", action="store_true", help="none of the three Trio-ViT techniques (nor bias correction or stream equalization)")
+    g.add_argument("--vanilla", action="store_true",
+                   help="none of the three Trio-ViT techniques (nor any hardware-free correction)")
     g.add_argument("--log2_bits", type=int, default=4, help="bits of the divisor's exponent code")
     g.add_argument("--no_log2_mantissa", action="store_true",
                    help="the divisor in powers of two, as Trio-ViT (default: {1, 4/3} 2^e, one more "
@@ -250,7 +251,8 @@ def run(a: argparse.Namespace, spec: ModelSpec, cfg: QuantConfig, argv: list[str
     log(f"model {a.model} ({model.num_classes} classes), {len(val)} val images, {len(cal_images)} calibration images")
 
     results: dict = dict(model=a.model, n_bits_w=a.n_bits_w, n_bits_a=a.n_bits_a, act_quant=a.act_quant,
-                         techniques=cfg.techniques, recipe=cfg.recipe, num_samples=a.num_samples,
+                         techniques=cfg.techniques, corrections=cfg.corrections, recipe=cfg.recipe,
+                         num_samples=a.num_samples,
                          iters_w=a.iters_w, iters_a=a.iters_a, n_val=len(val), world_size=dist.world()[1],
                          argv=sys.argv[1:] if argv is None else argv)
     no_integer = integer_model_reason(a)

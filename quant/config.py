@@ -88,6 +88,13 @@ class QuantConfig:
         return [n for n, on in (("migration", self.migration), ("shift", self.shift), ("log2", self.log2)) if on]
 
     @property
+    def corrections(self) -> list[str]:
+        """The hardware-free corrections on (float identities or bias terms beside the three techniques)."""
+        return [n for n, on in (("stream equalization", self.stream_eq), ("head equalization", self.head_eq),
+                                ("projection-input equalization", self.proj_eq),
+                                ("bias correction", self.bias_correction)) if on]
+
+    @property
     def recipe(self) -> str:
         return "hardware" if self.weight_symmetric else "reference"
 

@@ -22,6 +22,8 @@ def format_report(r: dict) -> str:
              f"techniques: {', '.join(r['techniques']) or 'none (vanilla)'} ==",
              f"calibration images {r.get('num_samples')}, iters_w {r.get('iters_w')}, iters_a {r.get('iters_a')}, "
              f"processes {r.get('world_size', 1)}, {r.get('n_val', '?')} val images"]
+    if "corrections" in r:  # results.json from before they were recorded has no such key
+        lines.append(f"hardware-free corrections: {', '.join(r['corrections']) or 'none'}")
     w = (40, 8, 8, 20)
     lines.append(_row(("model", "top-1", "top-5", "agreement w/ float"), w))
     lines.append(_row(("float", f"{r['fp_top1']:.2f}", f"{r['fp_top5']:.2f}", "-"), w))

@@ -63,6 +63,7 @@ def test_equalization_switches():
     assert (cfg([]).stream_eq, cfg([]).stream_alpha, cfg([]).head_eq, cfg([]).proj_eq) == (True, 1.0, True, False)
     assert cfg(["--no_stream_eq"]).stream_eq is False and cfg(["--no_head_eq"]).head_eq is False
     assert cfg(["--proj_eq"]).proj_eq is True
+    assert cfg([]).corrections == ["stream equalization", "head equalization", "bias correction"]
     assert not any(getattr(cfg(["--vanilla", "--proj_eq"]), f) for f in ("stream_eq", "head_eq", "proj_eq"))
     assert "--stream_alpha must be in [0, 1]" in check_args(build_parser().parse_args(args + ["--stream_alpha", "2"]))
 
@@ -72,7 +73,7 @@ def test_vanilla_switches_all_techniques_off(synthetic_folder, seeded_b0_ckpt, t
     assert main(FAST + ["--data_path", str(synthetic_folder), "--weight_url", str(seeded_b0_ckpt), "--vanilla",
                         "--iters_w", "0", "--iters_a", "0", "--output", str(out)]) == 0
     r = json.loads((out / "results.json").read_text())
-    assert r["techniques"] == []
+    assert r["techniques"] == [] and r["corrections"] == []
     # the hardware divides by shifts only: without the log2 divisor there is no integer model
     assert r["integer_model"] is False and "log2" in r["integer_model_reason"]
     assert r["quant_top1"] == r["fakequant_top1"]

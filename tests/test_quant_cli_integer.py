@@ -139,6 +139,8 @@ def test_report_without_integer_model_says_why():
              fakequant_top1=40.0, fakequant_top5=70.0, fakequant_agreement=41.0, integer_model=False,
              integer_model_reason="the quantized model has no integer model: x: the divisor is not log2-quantized")
     text = format_report(r)
+    assert "hardware-free corrections" not in text   # a results.json from before they were recorded
+    assert "hardware-free corrections: bias correction\n" in format_report(dict(r, corrections=["bias correction"]))
     assert "quantized W8A8 (float32 fake-quant)" in text and "integer, the hardware" not in text
     assert "not evaluated: the quantized model has no integer model" in text
     assert "top-1 drop vs float: 40.00 points (float32 fake-quant)" in text
