@@ -39,10 +39,9 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import torch
-
-from dataclasses import dataclass, field
 
 from .qmodel import QAttnCore, QEfficientViT, QHead, QLiteMLA, QOp, QSeq
 from .quantizers import ActQuantizer
@@ -129,6 +128,13 @@ def balance(a: torch.Tensor, w: torch.Tensor, alpha: float, clip: tuple[float, f
     return (d / d.log().mean().exp()).clamp(*clip)
 
 
+def set_out_div(op: QOp, d: torch.Tensor) -> None:
+    """Give ``op`` its per-channel output divisor; one op takes one (two techniques would not compose)."""
+    if op.out_div.numel():
+        raise RuntimeError(f"{op.name} already divides its output per channel")
+    op.out_div = d.clone()
+
+
 @dataclass
 class ResidualStream:
     """Tensors joined by residual adds: the ops whose outputs enter it, the quantizers of its tensors
@@ -175,9 +181,7 @@ def apply_stream_equalization(qmodel: QEfficientViT, batches: Iterable[torch.Ten
         w = torch.stack([column_absmax(op) for op in dense]).amax(0) if dense else torch.ones_like(amax[i])
         d = balance(amax[i], w, alpha, clip)
         for op in st.producers:
-            if op.out_div.numel():
-                raise RuntimeError(f"{op.name} already divides its output per channel")
-            op.out_div = d.clone()
+            set_out_div(op, d)
         for op in st.readers:  # convs: dense ones scale input columns, a depthwise one its own filters
             op.weight.mul_(d.view(1, -1, 1, 1) if op.groups == 1 else d.view(-1, 1, 1, 1))
         out.append(d)
@@ -233,9 +237,7 @@ def apply_projection_equalization(qmodel: QEfficientViT, stats: dict, alpha: flo
         else:
             r = torch.maximum(st.cmax.abs(), st.cmin.abs())
         d = balance(r, column_absmax(proj), alpha, clip)
-        if dw.out_div.numel():
-            raise RuntimeError(f"{dw.name} already divides its output per channel")
-        dw.out_div = d.clone()
+        set_out_div(dw, d)
         proj.weight.mul_(d.view(1, -1, 1, 1))
         st.cmin, st.cmax = st.cmin / d, st.cmax / d
 

@@ -75,13 +75,12 @@ def test_head_equalization_leaves_float_output_unchanged_and_evens_heads(b0_and_
     gains = apply_head_equalization(qm, [x])
     assert len(gains) == 4 and all(g.min() >= 1 and g.max() > 1 for g in gains.values())
     seen = {}
-    hook = qm.blocks[[b.name for b in qm.blocks].index("stages.2.blocks.1.context")].qkv.out_q.register_forward_pre_hook(
-        lambda m, a: seen.setdefault("x", a[0]))
+    blk = next(b for b in qm.blocks if b.name == "stages.2.blocks.1.context")
+    hook = blk.qkv.out_q.register_forward_pre_hook(lambda m, a: seen.setdefault("x", a[0]))
     with torch.no_grad():
         after = qm(x)
     hook.remove()
     torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
-    blk = qm.blocks[[b.name for b in qm.blocks].index("stages.2.blocks.1.context")]
     a = seen["x"].abs().transpose(0, 1).flatten(1).amax(1).view(blk.heads, 3, blk.dim).amax(2)
     torch.testing.assert_close(a, a.amax(0, keepdim=True).expand_as(a), rtol=1e-4, atol=0)  # every head alike
 
