@@ -77,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="disable head equalization (LiteMLA's q, k, v rescaled per head, folded into the weights)")
     g.add_argument("--no_bias_correction", action="store_true",
                    help="no expected-error bias correction of the weights' rounding (on by default; int32 biases only)")
+    g.add_argument("--output_bias", action="store_true",
+                   help="empirical bias correction: each op's bias takes back the per-channel mean error of its "
+                        "output with everything before it quantized (int32 biases only; off by default: no "
+                        "gain beyond noise on the proxy)")
     g.add_argument("--vanilla", action="store_true",
                    help="none of the three Trio-ViT techniques (nor any hardware-free correction)")
     g.add_argument("--log2_bits", type=int, default=4, help="bits of the divisor's exponent code")
@@ -113,6 +117,7 @@ def config_from_args(a: argparse.Namespace) -> QuantConfig:
         migration=not (a.no_migration or a.vanilla), shift=not (a.no_shift or a.vanilla),
         log2=not (a.no_log2 or a.vanilla), log2_bits=a.log2_bits, log2_frac=0 if a.no_log2_mantissa else 1,
         bias_correction=not (a.no_bias_correction or a.vanilla),
+        output_bias=a.output_bias and not a.vanilla,
         stream_eq=not (a.no_stream_eq or a.vanilla), stream_alpha=a.stream_alpha,
         head_eq=not (a.no_head_eq or a.vanilla), proj_eq=a.proj_eq and not a.vanilla,
         log2_clamp=tuple(a.log2_clamp) if a.log2_clamp else None,

@@ -13,7 +13,7 @@ from .calibrate import calibrate_activations, init_weight_quantizers, set_act_qu
 from .config import QuantConfig
 from .qmodel import QEfficientViT, build_qmodel
 from .reconstruct import reconstruct
-from .techniques import (apply_bias_correction, apply_migration, apply_head_equalization,
+from .techniques import (apply_bias_correction, apply_migration, apply_head_equalization, apply_output_bias,
                          apply_projection_equalization, apply_shift, apply_stream_equalization,
                          collect_channel_stats, set_log2_ranges)
 
@@ -79,6 +79,10 @@ def quantize(model: nn.Module, calib: Iterable, cfg: QuantConfig | None = None,
             t = time.time()
             report["reconstruction_act"] = reconstruct(qmodel, fp_model, images, cfg, "act", progress)
             report["timing"]["act_reconstruction_s"] = time.time() - t
+    if cfg.output_bias:  # last: it measures the means of the finished network
+        t = time.time()
+        apply_output_bias(qmodel, fp_model, batches, progress)
+        report["timing"]["output_bias_s"] = time.time() - t
     report["block_sqnr_db"] = block_sqnr(fp_model, qmodel, batches[:2])
     report["timing"]["total_s"] = time.time() - t0
     qmodel.eval()

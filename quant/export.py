@@ -195,6 +195,7 @@ def load_quantized(path: str | Path) -> tuple[QEfficientViT, dict]:
         op.wq.mode, op.wq.enabled = f["mode"], f["enabled"]
     # Buffers whose size depends on calibration (shift, out_div) start empty: size them first.
     own = dict(qm.named_buffers())
+    sd = {**{k: v for k, v in own.items() if k.endswith(".bias_delta")}, **sd}  # files from before bias_delta
     for k, v in sd.items():
         if k in own and own[k].shape != v.shape:
             mod_name, _, attr = k.rpartition(".")

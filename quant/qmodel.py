@@ -59,6 +59,9 @@ class QOp(nn.Module):
         self.register_buffer("out_div", torch.zeros(0))
         # Mean of each input channel over calibration (float model), for bias correction; empty: off.
         self.register_buffer("in_mean", torch.zeros(0))
+        # Added to the bias per output channel by the empirical correction (techniques.apply_output_bias);
+        # empty: off.
+        self.register_buffer("bias_delta", torch.zeros(0))
         self.bias_pinned = False  # pin_bias: the bias is the hardware's as is
 
     def linear_part(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -71,9 +74,10 @@ class QOp(nn.Module):
         adds (W - Wq) E[x]: the expected output error of the weights' rounding. After BN
         folding, a projecting conv's output is a small difference of large terms, and the
         rounding error times the channel means alone costs 25-30 dB of logit SQNR on the proxy.
+        ``bias_delta`` (the empirical correction, techniques.apply_output_bias) is added as is.
         ``w_q``: the quantized weights when the caller has them already (forward does).
         """
-        b = self.bias
+        b = self.bias + self.bias_delta if self.bias_delta.numel() else self.bias
         in_q = self.__dict__.get("in_q")
         if isinstance(in_q, InputQuant) and in_q.enabled and not self.bias_pinned:
             # the pixels' zero point is the channel mean rounded: the bias adds back what that drops
@@ -104,6 +108,7 @@ class QOp(nn.Module):
         """Use `bias` as the hardware bias as is (no correction recomputed from the weights)."""
         self.bias.data = bias.to(self.bias.dtype).reshape(self.bias.shape)
         self.in_mean = self.in_mean[:0]
+        self.bias_delta = self.bias_delta[:0]
         self.bias_pinned = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

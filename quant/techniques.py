@@ -42,6 +42,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
+from tqdm import tqdm
 
 from .qmodel import QAttnCore, QEfficientViT, QHead, QLiteMLA, QOp, QSeq
 from .quantizers import ActQuantizer
@@ -307,3 +308,54 @@ def apply_bias_correction(qmodel: QEfficientViT, batches: Iterable[torch.Tensor]
     run_with_pre_hooks(qmodel, batches, [(op, hook) for op in qmodel.weight_ops()])
     for op, (s, n) in sums.items():
         op.in_mean = (s / n).float()
+
+
+def _linear_output_means(block: torch.nn.Module, ops: list[QOp], inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Per output channel, the mean of each op's linear output (bias added, before any activation)
+    when `block` runs on `inputs`."""
+    sums: list = [0.0] * len(ops)
+    counts = [0] * len(ops)
+
+    def probe(i, linear_part):
+        def run(x, w):
+            y = linear_part(x, w)
+            yc = y.transpose(0, 1).reshape(y.shape[1], -1)
+            sums[i] = sums[i] + yc.double().sum(1)
+            counts[i] += yc.shape[1]
+            return y
+        return run
+
+    for i, op in enumerate(ops):
+        op.linear_part = probe(i, op.linear_part)  # an instance attribute shadows the method
+    try:
+        for x in inputs:
+            block(x)
+    finally:
+        for op in ops:
+            del op.linear_part
+    return [(s / n).float() for s, n in zip(sums, counts)]
+
+
+@torch.no_grad()
+def apply_output_bias(qmodel: QEfficientViT, fp_model: QEfficientViT, batches: Iterable[torch.Tensor],
+                      progress: bool = False) -> None:
+    """Empirical bias correction: every weighted op, in execution order, adds to its bias the per-channel
+    mean by which its linear output, with every quantizer before it on, misses the float model's.
+
+    Rounding and clipping of activations (hardswish's negative tail, the log2 divisor, ranges clipped by
+    the Lp search) shift channel means, and the shifts add up along the network; each correction sees
+    the ones before it. Only int32 biases change (QOp.bias_delta, rounded to the bias grid on export).
+    """
+    xq = [qmodel.input_q(x) for x in batches]
+    xf = [fp_model.input_q(x) for x in batches]
+    blocks = list(zip(qmodel.blocks, fp_model.blocks))
+    for qb, fb in tqdm(blocks, desc="output bias", disable=not progress, leave=False):
+        ops = [m for m in qb.modules() if isinstance(m, QOp)]
+        fops = [m for m in fb.modules() if isinstance(m, QOp)]
+        targets = _linear_output_means(fb, fops, xf)
+        for op, target in zip(ops, targets):
+            got = _linear_output_means(qb, [op], xq)[0]
+            delta = target - got
+            op.bias_delta = (op.bias_delta if op.bias_delta.numel() else torch.zeros_like(op.bias)) + delta
+        xq = [qb(x) for x in xq]
+        xf = [fb(x) for x in xf]

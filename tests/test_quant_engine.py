@@ -1,4 +1,6 @@
 """The engine in one call, its export, and its configuration errors."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -117,3 +119,27 @@ def test_reader_names_wrong_format_and_version(tmp_path, quantized):
 def test_config_rejects_unsupported(kw, msg):
     with pytest.raises(ValueError, match=msg):
         QuantConfig(**kw)
+
+
+def test_output_bias_takes_back_the_mean_error_and_survives_export(tmp_path):
+    """--output_bias: each op's bias takes back the per-channel mean by which its output misses the float
+    model's, so on the calibration images the logits' per-class means land on the float model's (the
+    last op is corrected last; what remains is the bias grid and the logits' own rounding)."""
+    model, x, cfg = small_case()
+    cfg = dataclasses.replace(cfg, iters_w=0, iters_a=0)
+    with torch.no_grad():
+        ref = model(x)
+    err, deltas = {}, {}
+    for on in (False, True):
+        qm, rep = quantize(model, [x[:8], x[8:]], dataclasses.replace(cfg, output_bias=on), progress=False)
+        with torch.no_grad():
+            y = qm(x)
+        err[on] = (y - ref).mean(0).abs().max().item()
+        deltas[on] = [op.bias_delta.numel() for op in qm.weight_ops()]
+    assert not any(deltas[False]) and all(deltas[True])
+    assert err[True] < err[False] / 4, err
+    assert "output_bias_s" in rep["timing"]
+    path = save_quantized(tmp_path / "quantized.pt", qm, "b0-r224", dataclasses.replace(cfg, output_bias=True), rep)
+    qm2, _ = load_quantized(path)
+    with torch.no_grad():
+        torch.testing.assert_close(qm2(x), y, rtol=0, atol=0)
