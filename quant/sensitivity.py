@@ -6,9 +6,11 @@
 Every other quantizer is off (float), so each row is that group's noise alone, as it reaches the
 logits; the rows' noise powers add up to roughly the whole model's when they are small. (With the
 rest of the model quantized instead, any perturbation re-draws every later rounding and each row
-reads the same ~20 dB floor on the proxy.) Block and quantizer rows divide exactly; one row per
-LiteMLA gives its log2 divisors alone: the noise of q's producers quantized with the divisors less
-their noise without.
+reads the same ~20 dB floor on the proxy.) A block's row runs its attention as the hardware does,
+log2 divisors included; one more row per LiteMLA gives the part of that which its divisors add (the
+noise of q's producers quantized with the divisors less without), not counted again in the shares.
+Single quantizers (`--by quantizer`) run without divisors: a k-sum quantized alone then divides in
+float, which the hardware never does (a zero divisor is NaN there), so read attention by block.
 """
 from __future__ import annotations
 
@@ -67,7 +69,8 @@ def _noise_db(snr_db: float) -> float:
 def sensitivity(qm: QEfficientViT, batches: list[torch.Tensor], by: str = "block",
                 progress: bool = True) -> list[dict]:
     """Rows {group, kind, sqnr_db, share}: the logit SQNR (dB) against the float model with only that
-    group quantized, and its share of the rows' summed noise power. Sorted worst first."""
+    group quantized, and its share of the rows' summed noise power (divisor rows: of their block's
+    noise, not added to the sum). Sorted worst first."""
     if by not in ("block", "quantizer"):
         raise ValueError(f"--by {by!r}: choose 'block' or 'quantizer'")
 
@@ -94,7 +97,7 @@ def sensitivity(qm: QEfficientViT, batches: list[torch.Tensor], by: str = "block
         for name, blk in groups:
             mine = [q for q in blk.modules() if isinstance(q, ActQuantizer) and sw.acts.get(q)]
             if by == "block":
-                measure(name, "activations", acts=mine)
+                measure(name, "activations", acts=mine, log2_in=blk)
                 bar.update()
             else:
                 for q in mine:
@@ -111,10 +114,11 @@ def sensitivity(qm: QEfficientViT, batches: list[torch.Tensor], by: str = "block
                 rows.append(dict(group=f"{mla.name} divisors", kind="log2 divisors",
                                  sqnr_db=-10 * math.log10(extra) if extra > 0 else float("inf")))
         bar.close()
-    total = sum(_noise_db(r["sqnr_db"]) for r in rows)
+    counted = [r for r in rows if r["kind"] != "log2 divisors" and not math.isnan(r["sqnr_db"])]
+    total = sum(_noise_db(r["sqnr_db"]) for r in counted)
     for r in rows:
-        r["share"] = _noise_db(r["sqnr_db"]) / total if total > 0 else 0.0
-    return sorted(rows, key=lambda r: r["sqnr_db"])
+        r["share"] = _noise_db(r["sqnr_db"]) / total if total > 0 and not math.isnan(r["sqnr_db"]) else 0.0
+    return sorted(rows, key=lambda r: (not math.isnan(r["sqnr_db"]), r["sqnr_db"]))  # NaN: worst
 
 
 def format_rows(rows: list[dict], whole_db: float | None = None) -> str:
