@@ -32,7 +32,6 @@ class _Switch:
     """Saves which quantizers (and divisors) of `qm` are on, turns groups on and off, restores on exit."""
 
     def __init__(self, qm: QEfficientViT):
-        self.qm = qm
         self.acts = {q: q.enabled for q in qm.act_quantizers()}
         self.weights = {op: op.wq.enabled for op in qm.weight_ops() if op.wq is not None}
         self.log2 = {c: c.log2 for c in qm.attn_cores()}
@@ -67,10 +66,10 @@ def _noise_db(snr_db: float) -> float:
 
 @torch.no_grad()
 def sensitivity(qm: QEfficientViT, batches: list[torch.Tensor], by: str = "block",
-                progress: bool = True) -> list[dict]:
+                progress: bool = True) -> tuple[list[dict], float]:
     """Rows {group, kind, sqnr_db, share}: the logit SQNR (dB) against the float model with only that
     group quantized, and its share of the rows' summed noise power (divisor rows: of their block's
-    noise, not added to the sum). Sorted worst first."""
+    noise, not added to the sum), sorted worst first; and the whole model's SQNR (everything on)."""
     if by not in ("block", "quantizer"):
         raise ValueError(f"--by {by!r}: choose 'block' or 'quantizer'")
 
@@ -86,18 +85,17 @@ def sensitivity(qm: QEfficientViT, batches: list[torch.Tensor], by: str = "block
             sw.only(**on)
             rows.append(dict(group=group, kind=kind, sqnr_db=sqnr_db(ref, logits())))
 
-        groups = [(b.name, b) for b in qm.blocks]
-        steps = 1 + (len(groups) if by == "block" else len(sw.acts)) + 2 * sum(isinstance(b, QLiteMLA)
+        steps = 1 + (len(qm.blocks) if by == "block" else len(sw.acts)) + 2 * sum(isinstance(b, QLiteMLA)
                                                                                for b in qm.modules())
         bar = tqdm(total=steps, desc="sensitivity", disable=not progress, leave=False)
         measure("weights", "weights", weights=True)
         if sw.acts.get(qm.input_q):
             measure(qm.input_q.name, "input pixels", acts=[qm.input_q])
         bar.update()
-        for name, blk in groups:
+        for blk in qm.blocks:
             mine = [q for q in blk.modules() if isinstance(q, ActQuantizer) and sw.acts.get(q)]
             if by == "block":
-                measure(name, "activations", acts=mine, log2_in=blk)
+                measure(blk.name, "activations", acts=mine, log2_in=blk)
                 bar.update()
             else:
                 for q in mine:
@@ -114,11 +112,12 @@ def sensitivity(qm: QEfficientViT, batches: list[torch.Tensor], by: str = "block
                 rows.append(dict(group=f"{mla.name} divisors", kind="log2 divisors",
                                  sqnr_db=-10 * math.log10(extra) if extra > 0 else float("inf")))
         bar.close()
+    whole = sqnr_db(ref, logits())   # the switches are back as the model had them
     counted = [r for r in rows if r["kind"] != "log2 divisors" and not math.isnan(r["sqnr_db"])]
     total = sum(_noise_db(r["sqnr_db"]) for r in counted)
     for r in rows:
         r["share"] = _noise_db(r["sqnr_db"]) / total if total > 0 and not math.isnan(r["sqnr_db"]) else 0.0
-    return sorted(rows, key=lambda r: (not math.isnan(r["sqnr_db"]), r["sqnr_db"]))  # NaN: worst
+    return sorted(rows, key=lambda r: (not math.isnan(r["sqnr_db"]), r["sqnr_db"])), whole  # NaN: worst
 
 
 def format_rows(rows: list[dict], whole_db: float | None = None) -> str:
@@ -154,12 +153,7 @@ def main(argv=None) -> int:
     step = max(1, len(val) // a.max_val)
     val = torch.utils.data.Subset(val, list(range(0, len(val), step))[:a.max_val])
     batches = [x for x, _ in loader(val, a.batch_size)]
-    rows = sensitivity(qm, batches, a.by, not a.no_progress)
-    with _Switch(qm) as sw, torch.no_grad():
-        sw.only()
-        ref = torch.cat([qm(x) for x in batches])
-    with torch.no_grad():
-        whole = sqnr_db(ref, torch.cat([qm(x) for x in batches]))
+    rows, whole = sensitivity(qm, batches, a.by, not a.no_progress)
     print(f"{obj['model']}: logit SQNR vs float with one group quantized at a time, {len(val)} val images")
     print(format_rows(rows, whole))
     if a.json:

@@ -23,7 +23,7 @@ def test_rows_cover_every_block_and_divisor_and_leave_the_model_as_it_was(quanti
     qm, x, _, _ = quantized_small
     with torch.no_grad():
         before = qm(x[:4])
-    rows = sensitivity(qm, [x[:4]], "block", progress=False)
+    rows, whole = sensitivity(qm, [x[:4]], "block", progress=False)
     with torch.no_grad():
         torch.testing.assert_close(qm(x[:4]), before, rtol=0, atol=0)   # every switch restored
     groups = {r["group"] for r in rows}
@@ -31,10 +31,11 @@ def test_rows_cover_every_block_and_divisor_and_leave_the_model_as_it_was(quanti
     assert groups == {"weights", qm.input_q.name} | {b.name for b in qm.blocks} | {f"{n} divisors" for n in mlas}
     assert [r["sqnr_db"] for r in rows] == sorted(r["sqnr_db"] for r in rows)
     assert all(r["sqnr_db"] > 0 for r in rows)
+    assert whole < min(r["sqnr_db"] for r in rows)   # everything on is noisier than any one group
     assert math.isclose(sum(r["share"] for r in rows if r["kind"] != "log2 divisors"), 1.0)
     divs = [r for r in rows if r["kind"] == "log2 divisors"]
     assert divs and all(math.isfinite(r["sqnr_db"]) for r in divs)   # the divisors do add noise
-    per_q = sensitivity(qm, [x[:4]], "quantizer", progress=False)
+    per_q, _ = sensitivity(qm, [x[:4]], "quantizer", progress=False)
     assert len([r for r in per_q if r["kind"] in ("activation", "input pixels")]) == sum(
         q.enabled for q in qm.act_quantizers())
 
